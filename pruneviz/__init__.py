@@ -1,0 +1,12 @@
+"""pruneviz: see and feel neural-network pruning.
+
+>>> import pruneviz as pv
+>>> session = pv.PruningSession(model, scope="global")
+>>> session.set_global_sparsity(0.8)
+"""
+
+from .core import *  # noqa: F403
+from .core import __all__ as _core_all
+
+__version__ = "0.1.0"
+__all__ = list(_core_all)

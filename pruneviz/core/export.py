@@ -1,0 +1,52 @@
+"""Export the pruned model: ``torch.nn.utils.prune`` form (weight_orig + weight_mask) or made permanent."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .files import atomic_write
+from .session import PruningSession
+from .targets import get_tensor
+
+FORMS = ("torch_prune", "permanent")
+
+
+def pruned_copy(session: PruningSession, form: str = "torch_prune") -> nn.Module:
+    """A deep copy of the session's model with the current masks.
+
+    ``torch_prune``: masks attached with ``torch.nn.utils.prune.custom_from_mask`` (so a training script can
+    fine-tune with the masks held fixed; ``prune.remove`` makes them permanent). ``permanent``: plain
+    weights with the pruned ones set to zero.
+    """
+    if form not in FORMS:
+        raise ValueError(f"unknown export form {form!r}; choose one of {', '.join(FORMS)}.")
+    with session.lock:
+        model = copy.deepcopy(session.model)
+        masks = session.masks
+        if form == "permanent":
+            return model
+        with torch.no_grad():
+            for t in session.targets:
+                get_tensor(model, t.name).copy_(session.original(t.name))
+                bias = session.original_bias(t.name)
+                if bias is not None:
+                    get_tensor(model, t.bias_name).copy_(bias)
+        for t in session.targets:
+            module = model.get_submodule(t.module_name) if t.module_name else model
+            prune.custom_from_mask(module, t.param_name, masks[t.name])
+            keep_channels = session.channel_mask(t.name)
+            if t.bias_name and keep_channels is not None:
+                prune.custom_from_mask(module, "bias", keep_channels)
+    return model
+
+
+def export_pruned_model(session: PruningSession, path: str | os.PathLike, form: str = "torch_prune") -> Path:
+    """Save the pruned model's state dict to ``path`` atomically (see :func:`pruned_copy` for ``form``)."""
+    state = pruned_copy(session, form).state_dict()
+    return atomic_write(path, lambda f: torch.save(state, f))

@@ -1,0 +1,68 @@
+"""Safe file I/O: atomic writes and checked loads (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from .errors import CheckpointError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file through ``write(fileobj)`` into a temporary file beside ``path``, then rename it.
+
+    A failure leaves any existing file at ``path`` untouched and no partial file behind.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a file name such as {path / 'pruned.pt'}.")
+    if not path.parent.exists():
+        raise CheckpointError(f"the folder {path.parent} does not exist; create it first or choose another path.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON."""
+    payload = json.dumps(data, indent=2, sort_keys=False).encode()
+    return atomic_write(path, lambda f: f.write(payload))
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read JSON, with a :class:`CheckpointError` naming the file when it is missing or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"no file at {path}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a JSON file ({e}); pass a recipe written by pruneviz.") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` with a clear error for missing, corrupt or foreign files."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}.") from None
+    except Exception as e:  # noqa: BLE001 - unpickling raises many kinds
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}). "
+            "pruneviz only loads plain tensors (weights_only=True): re-save it with torch.save(model.state_dict())."
+        ) from None

