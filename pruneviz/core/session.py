@@ -129,6 +129,10 @@ class PruningSession:
                 self._mask_cache[name] = cached
             return cached
 
+    def layer_state(self, name: str) -> tuple:
+        """A hashable identity of ``name``'s current masked weights: equal states mean equal weights."""
+        return self._applied[name]
+
     def channel_mask(self, name: str) -> torch.Tensor | None:
         """Per-output-channel keep-mask of ``name`` in structured scope (None when not pruned by channels)."""
         self._check_name(name)
