@@ -216,11 +216,8 @@ class Evaluator:
 
     def evaluate(self, model: nn.Module | Forward) -> EvalResult:
         """The final result of a plain synchronous run."""
-        result = None
-        for result in self.run(model):
-            pass
-        assert result is not None
-        return result
+        *_, last = self.run(model)
+        return last
 
 
 class _Accumulator:
