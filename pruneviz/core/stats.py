@@ -71,7 +71,8 @@ def summarize(model: nn.Module, layers: list[LayerStats]) -> Summary:
 
 
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, dict[str, int]]:
-    """Dense FLOPs of one forward pass on ``example_input`` (torch's FLOP counter), in total and per module."""
+    """Dense FLOPs of one forward pass on ``example_input`` (torch's FLOP counter), in total and per module
+    (keyed by the module's dotted name as in ``named_modules``; the root is ``""``)."""
     was_training = model.training
     model.eval()
     try:
@@ -79,7 +80,14 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, dic
             model(example_input)
     finally:
         model.train(was_training)
-    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+    per_module = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == "Global":
+            continue
+        # the counter names modules "<RootClass>.<dotted.name>"; the root itself is ""
+        key = "" if name == root else name[len(root) + 1 :] if name.startswith(root + ".") else name
+        per_module[key] = sum(ops.values())
     return counter.get_total_flops(), per_module
 
 
