@@ -9,4 +9,11 @@ from .core import *  # noqa: F403
 from .core import __all__ as _core_all
 
 __version__ = "0.1.0"
-__all__ = list(_core_all)
+__all__ = [*_core_all, "dashboard"]
+
+
+def dashboard(*args, **kwargs):
+    """The Voila app's widget: a model picker over the explorer (imports ipywidgets on first use)."""
+    from .app.dashboard import dashboard as _dashboard
+
+    return _dashboard(*args, **kwargs)

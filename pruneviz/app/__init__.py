@@ -1,0 +1,5 @@
+"""The standalone app served by Voila (``notebooks/dashboard.ipynb``)."""
+
+from .dashboard import dashboard
+
+__all__ = ["dashboard"]

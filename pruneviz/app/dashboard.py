@@ -1,0 +1,73 @@
+"""The Voila dashboard: a model picker over the explorer, on the embedded digits data.
+
+Each model's explorer is built once, on first use, and kept: switching back is instant and creates no new
+widgets (Voila never garbage-collects widgets whose comm is alive).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import ipywidgets as W
+
+from pruneviz.data import DEMO_MODELS, load_demo_model
+
+log = logging.getLogger(__name__)
+
+MODEL_LABELS = {"cnn": "Small CNN (with BatchNorm)", "mlp": "MLP (LeNet-300-100 style)"}
+
+
+class Dashboard(W.VBox):
+    """Model picker + the explorer of the picked model."""
+
+    def __init__(self, models: tuple[str, ...] = ("cnn", "mlp"), initial: str = "cnn") -> None:
+        from pruneviz.widgets.explorer import explore
+
+        self._explore = explore
+        self.explorers: dict[str, W.Widget] = {}
+        self.picker = W.ToggleButtons(
+            options=[(MODEL_LABELS.get(m, DEMO_MODELS.get(m, m)), m) for m in models],
+            value=initial,
+            description="Model:",
+            style={"button_width": "220px"},
+        )
+        self.picker.add_class("pv-model-picker")
+        self.error = W.HTML(layout=W.Layout(display="none"))
+        self.error.add_class("pv-app-error")
+        self.slot = W.Box(layout=W.Layout(width="100%"))
+        super().__init__([self.picker, self.error, self.slot], layout=W.Layout(width="100%"))
+        self.add_class("pv-dashboard")
+        self._show(initial)
+        self.picker.observe(self._on_pick, names="value")
+
+    def _explorer(self, name: str) -> W.Widget:
+        if name not in self.explorers:
+            self.explorers[name] = self._explore(load_demo_model(name), title=None)
+        return self.explorers[name]
+
+    def _show(self, name: str) -> None:
+        try:
+            self.slot.children = (self._explorer(name),)
+            self.error.value, self.error.layout.display = "", "none"
+        except Exception as e:  # noqa: BLE001 - shown in the app, never as a traceback
+            log.exception("pruneviz: could not open model %s", name)
+            self.error.value = (
+                f"<div class='pv-error-box'>Could not open the {html.escape(name)} model: "
+                f"{html.escape(str(e))}</div>"
+            )
+            self.error.layout.display = ""
+
+    def _on_pick(self, change: dict) -> None:
+        self._show(change["new"])
+
+    def close_all(self) -> None:
+        for ex in self.explorers.values():
+            close = getattr(ex, "close", None)
+            if close is not None:
+                close()
+
+
+def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str = "cnn") -> Dashboard:
+    """The app: pick an embedded model, prune it, watch accuracy, size and FLOPs."""
+    return Dashboard(models, initial)
