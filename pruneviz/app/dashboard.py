@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 
 import ipywidgets as W
 
@@ -68,6 +69,12 @@ class Dashboard(W.VBox):
                 close()
 
 
-def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str = "cnn") -> Dashboard:
-    """The app: pick an embedded model, prune it, watch accuracy, size and FLOPs."""
+def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str | None = None) -> Dashboard:
+    """The app: pick an embedded model, prune it, watch accuracy, size and FLOPs.
+
+    The first model shown is ``initial``, else the ``PRUNEVIZ_MODEL`` environment variable, else the first.
+    """
+    initial = initial or os.environ.get("PRUNEVIZ_MODEL") or models[0]
+    if initial not in models:
+        initial = models[0]
     return Dashboard(models, initial)

@@ -66,8 +66,10 @@ class EvalResult:
 
 def _to_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise (inputs, targets) from tensors, a Dataset or a DataLoader."""
-    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
-        x, y = data
+    if isinstance(data, tuple | list) and len(data) == 2 and all(
+        isinstance(d, torch.Tensor | np.ndarray) for d in data
+    ):
+        x, y = (torch.as_tensor(d) for d in data)
     elif isinstance(data, DataLoader | Dataset):
         loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=512, shuffle=False)
         xs, ys = [], []
@@ -84,11 +86,29 @@ def _to_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
             f"evaluation data of type {type(data).__name__} is not supported: pass (inputs, targets) tensors, "
             "a torch Dataset or a DataLoader."
         )
+    if x.dim() == 0 or y.dim() == 0:
+        raise EvaluationError(
+            f"inputs of shape {tuple(x.shape)} and targets of shape {tuple(y.shape)}: both need a batch "
+            "dimension (one row per sample)."
+        )
     if len(x) == 0 or len(y) == 0:
         raise EvaluationError("the evaluation data is empty: pass at least one (input, target) sample.")
     if len(x) != len(y):
         raise EvaluationError(f"{len(x)} inputs but {len(y)} targets: they must pair up one to one.")
     return x, y
+
+
+TASKS = ("auto", "classification", "custom")
+
+
+def _save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Every submodule's train/eval flag, so a model with mixed modes (e.g. frozen BatchNorm) is restored exactly."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for m, training in modes:
+        m.training = training
 
 
 def stratified_order(y: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
@@ -138,6 +158,10 @@ class Evaluator:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         metric_fn: MetricFn | None = None,
     ) -> None:
+        if task not in TASKS:
+            raise EvaluationError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}.")
+        if subset_size is not None and (isinstance(subset_size, bool) or int(subset_size) < 1):
+            raise EvaluationError(f"subset_size={subset_size!r}: pass a positive number of samples (or None for all).")
         x, y = _to_tensors(data)
         self.seed = seed
         self.order = stratified_order(y, subset_size, seed)
@@ -151,9 +175,27 @@ class Evaluator:
         self.classification = task == "classification" or (
             task == "auto" and probe.dim() == 2 and self.y.dim() == 1 and not self.y.is_floating_point()
         )
+        if self.classification and (self.y.dim() != 1 or self.y.is_floating_point() or self.y.is_complex()):
+            raise EvaluationError(
+                f"task='classification' needs integer class labels of shape (N,), got {self.y.dtype} labels of "
+                f"shape {tuple(self.y.shape)}: convert them with y.long(), or pass task='custom' with a metric_fn."
+            )
+        if self.classification and probe.dim() != 2:
+            raise EvaluationError(
+                f"task='classification' needs outputs of shape (N, classes), but the model returns shape "
+                f"{tuple(probe.shape)}: pass task='custom' with a metric_fn (and a loss_fn)."
+            )
         self.loss_fn = loss_fn if loss_fn is not None else (F.cross_entropy if self.classification else None)
+        if not self.classification and self.loss_fn is None and metric_fn is None:
+            raise EvaluationError(
+                f"nothing to measure: the model returns shape {tuple(probe.shape)} for targets of dtype "
+                f"{self.y.dtype} and shape {tuple(self.y.shape)}, which is not classification (that needs "
+                "(N, classes) outputs and integer labels of shape (N,)). Pass task='custom' with a metric_fn "
+                "and/or a loss_fn."
+            )
         self.num_classes = int(probe.shape[1]) if self.classification else 0
         if self.classification:
+            self.y = self.y.long()  # cross_entropy and bincount need int64 class indices
             lo, hi = int(self.y.min()), int(self.y.max())
             if lo < 0 or hi >= self.num_classes:
                 raise EvaluationError(
@@ -173,7 +215,7 @@ class Evaluator:
         return bounds
 
     def _probe(self, model: nn.Module) -> torch.Tensor:
-        was_training = model.training
+        modes = _save_modes(model)
         model.eval()
         try:
             out = model(self.x[:2])
@@ -183,7 +225,7 @@ class Evaluator:
                 f"dtype {self.x.dtype}): {type(e).__name__}: {str(e)[:300]}"
             ) from e
         finally:
-            model.train(was_training)
+            _restore_modes(modes)
         if not isinstance(out, torch.Tensor):
             raise EvaluationError(
                 f"the model returns {type(out).__name__}, not a tensor: pass task='custom' with a metric_fn."
@@ -195,7 +237,7 @@ class Evaluator:
         """Yield an :class:`EvalResult` after each chunk; ``forward(chunk_index, inputs)`` gives outputs
         (or pass a model). The model is put in eval mode and restored afterwards."""
         model = forward if isinstance(forward, nn.Module) else None
-        was_training = model.training if model is not None else False
+        modes = _save_modes(model) if model is not None else []
         if model is not None:
             model.eval()
         fwd: Forward = (lambda i, xb: model(xb)) if model is not None else forward  # type: ignore[assignment]
@@ -211,8 +253,7 @@ class Evaluator:
                     acc.add(out, self.y[a:b])
                 yield acc.result(b, time.perf_counter() - t0)
         finally:
-            if model is not None:
-                model.train(was_training)
+            _restore_modes(modes)
 
     def evaluate(self, model: nn.Module | Forward) -> EvalResult:
         """The final result of a plain synchronous run."""
@@ -236,9 +277,22 @@ class _Accumulator:
 
     def add(self, out: torch.Tensor, y: torch.Tensor) -> None:
         ev = self.ev
+        if not isinstance(out, torch.Tensor):
+            raise EvaluationError(f"the model returned {type(out).__name__}, not a tensor of outputs.")
+        if ev.classification and (out.dim() != 2 or out.shape[0] != len(y) or out.shape[1] != ev.num_classes):
+            raise EvaluationError(
+                f"the model returned outputs of shape {tuple(out.shape)} for {len(y)} samples; expected "
+                f"({len(y)}, {ev.num_classes})."
+            )
         if ev.loss_fn is not None:
-            loss = ev.loss_fn(out, y)  # a mean over the chunk, or per-sample values
-            self.loss_sum += float(loss.sum()) if loss.dim() else float(loss) * len(y)
+            try:
+                loss = ev.loss_fn(out, y)  # a mean over the chunk, or per-sample values
+                self.loss_sum += float(loss.sum()) if loss.dim() else float(loss) * len(y)
+            except Exception as e:  # noqa: BLE001 - reported as an evaluation error
+                raise EvaluationError(
+                    f"the loss function raised {type(e).__name__} on outputs of shape {tuple(out.shape)} and "
+                    f"targets of shape {tuple(y.shape)} ({y.dtype}): {str(e)[:300]}"
+                ) from e
         if ev.classification:
             pred = out.argmax(dim=1)
             self.correct += int((pred == y).sum())
@@ -287,7 +341,12 @@ def _custom_metric(fn: MetricFn, outputs: torch.Tensor, targets: torch.Tensor) -
     values = dict(value) if isinstance(value, Mapping) else {"metric": value}
     out = {}
     for k, v in values.items():
-        v = float(v)
+        try:
+            v = float(v)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise EvaluationError(
+                f"your metric_fn returned {k}={v!r:.100}, which is not a number: return a float or a dict of floats."
+            ) from e
         if not math.isfinite(v):
             raise EvaluationError(f"your metric_fn returned {k}={v}: metrics must be finite numbers.")
         out[str(k)] = v

@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .errors import EvaluationError
 from .evaluate import EvalResult, Evaluator
 from .prefix import StagedModel
 from .session import PruningSession, SessionEvent
@@ -41,27 +43,50 @@ LiveListener = Callable[[LiveEvent], None]
 
 
 class _PrefixCache:
-    """Activations entering one stage, per chunk, valid while the layers before that stage are unchanged."""
+    """Activations entering some stages, per chunk; an entry is valid while the layers before its stage
+    have the states they had when it was stored. Several stages are kept (least recently used evicted first,
+    within ``limit_bytes``), so moving two deep layers in turn never falls back to a full forward."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
-        self.stage: int | None = None
-        self.states: dict[str, tuple] = {}
-        self.acts: list[torch.Tensor] = []
+        # stage -> (layer states when stored, per-chunk activations entering the stage, bytes); LRU order
+        self.entries: OrderedDict[int, tuple[dict[str, tuple], list[torch.Tensor], int]] = OrderedDict()
 
-    def valid_for(self, stage_of: dict[str, int], states: dict[str, tuple]) -> int | None:
-        if self.stage is None:
+    @staticmethod
+    def _valid(stage: int, recorded: dict[str, tuple], stage_of: dict[str, int], states: dict[str, tuple]) -> bool:
+        return all(states[name] == recorded.get(name) for name, st in stage_of.items() if st < stage)
+
+    def best(self, stage_of: dict[str, int], states: dict[str, tuple]) -> int | None:
+        """The deepest stage whose cached activations fit the current states (None: run everything)."""
+        valid = [st for st, (rec, _, _) in self.entries.items() if self._valid(st, rec, stage_of, states)]
+        if not valid:
             return None
-        for name, st in stage_of.items():
-            if st < self.stage and states[name] != self.states.get(name):
-                return None
-        return self.stage
+        stage = max(valid)
+        self.entries.move_to_end(stage)
+        return stage
 
-    def store(self, stage: int, states: dict[str, tuple], acts: list[torch.Tensor]) -> None:
-        if sum(a.numel() * a.element_size() for a in acts) > self.limit:
-            self.stage, self.acts = None, []
+    def acts(self, stage: int) -> list[torch.Tensor]:
+        return self.entries[stage][1]
+
+    def store(
+        self, stage: int, states: dict[str, tuple], acts: list[torch.Tensor], stage_of: dict[str, int]
+    ) -> None:
+        size = sum(a.numel() * a.element_size() for a in acts)
+        self.entries.pop(stage, None)
+        if size > self.limit:
             return
-        self.stage, self.states, self.acts = stage, dict(states), acts
+        used = sum(e[2] for e in self.entries.values())
+        # make room: first entries that no longer fit the current weights, then the least recently used
+        for st in [st for st, (rec, _, _) in self.entries.items() if not self._valid(st, rec, stage_of, states)]:
+            if used + size <= self.limit:
+                break
+            used -= self.entries.pop(st)[2]
+        while self.entries and used + size > self.limit:
+            used -= self.entries.popitem(last=False)[1][2]
+        self.entries[stage] = (dict(states), acts, size)
+
+    def clear(self) -> None:
+        self.entries.clear()
 
 
 class LiveEvaluator:
@@ -71,6 +96,9 @@ class LiveEvaluator:
     models that are not a chain of stages always run whole). Other keyword arguments go to
     :class:`Evaluator` (subset_size, first_chunk, chunk_size, metric_fn, ...).
     """
+
+    #: final results kept per weight state, so going back to a recent state answers at once
+    MAX_FINALS = 32
 
     def __init__(
         self,
@@ -101,6 +129,8 @@ class LiveEvaluator:
             else {}
         )
         self._cache = _PrefixCache(int(cache_mb * 2**20))
+        # final results by weight state (all layers' states): equal states mean equal weights
+        self._finals: OrderedDict[tuple, EvalResult] = OrderedDict([(self._key(), self.baseline)])
         self._done = -1
         self._listeners: list[LiveListener] = []
         self._cond = threading.Condition()
@@ -118,37 +148,57 @@ class LiveEvaluator:
 
     # ------------------------------------------------------------------ public
     def on_event(self, listener: LiveListener) -> Callable[[], None]:
-        """Call ``listener(LiveEvent)`` for status changes, results and errors; returns an unsubscribe function."""
+        """Call ``listener(LiveEvent)`` for status changes, results and errors; returns an unsubscribe function.
+
+        Listeners run in the worker thread while it holds the session's lock (so the generation they are
+        told about is the session's current one): keep them short and do not wait for other threads there.
+        """
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def request(self) -> None:
         """Evaluate the session's current weights (done automatically after every change)."""
         with self._cond:
-            self._wanted = self.session.generation
+            self._wanted = max(self._wanted, self.session.generation)
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until the current generation has a final result or an error (True), or the timeout passes."""
+        """Block until the current generation has a final result or an error (True), or the timeout passes
+        (False; also False once closed)."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: self.status == "idle" and self._wanted == self.session.generation
-                and self._done == self._wanted,
+            self._cond.wait_for(
+                lambda: self._closed
+                or (
+                    self.status == "idle"
+                    and self._wanted == self.session.generation
+                    and self._done == self._wanted
+                ),
                 timeout,
             )
+            return (
+                not self._closed
+                and self.status == "idle"
+                and self._wanted == self.session.generation
+                and self._done == self._wanted
+            )
 
-    def close(self) -> None:
-        """Stop listening to the session and stop the worker."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop listening to the session and stop the worker (an evaluation in flight stops after its chunk)."""
         self._unsubscribe()
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     @property
     def prefix_cache_active(self) -> bool:
         return bool(self._stage_of)
 
     # --------------------------------------------------------------- internals
+    def _key(self) -> tuple:
+        return tuple(self._states[n] for n in self.session.names)
+
     def _on_change(self, event: SessionEvent) -> None:
         with self._cond:
             self._wanted = max(self._wanted, event.generation)
@@ -165,7 +215,7 @@ class LiveEvaluator:
         with self._cond:
             self.status = status
             self._cond.notify_all()
-        self._emit(LiveEvent("status", generation, status=status))
+        self._report(LiveEvent("status", generation, status=status))
 
     def _loop(self) -> None:
         while True:
@@ -173,10 +223,7 @@ class LiveEvaluator:
                 self._cond.wait_for(lambda: self._closed or self._wanted > self._done)
                 if self._closed:
                     return
-            try:
-                self._job()
-            except Exception:  # noqa: BLE001 - keep the worker alive whatever happens
-                log.exception("pruneviz: live evaluation failed")
+            self._job()
 
     def _sync(self) -> tuple[int, list[str]]:
         """Copy the changed layers' weights into the private model (under the session lock)."""
@@ -194,15 +241,19 @@ class LiveEvaluator:
                     changed.append(t.name)
         return generation, changed
 
+    def _current(self, generation: int) -> bool:
+        return not self._closed and self.session.generation == generation
+
     def _report(self, event: LiveEvent) -> bool:
         """Report ``event`` only if its generation is still current (checked and reported under the lock)."""
         with self.session.lock:
-            if self.session.generation != event.generation:
+            if not self._current(event.generation):
                 return False
             if event.result is not None:
                 self.latest = event.result
                 if event.result.final:
                     self.latest_final = event.result
+                    self.last_error = None
             if event.kind == "error":
                 self.last_error = event.error
             self._emit(event)
@@ -211,48 +262,60 @@ class LiveEvaluator:
     def _finish(self, generation: int) -> None:
         with self._cond:
             self._done = max(self._done, generation)
-        if self.session.generation == generation:
+        if self._current(generation):
             self._set_status("idle", generation)
 
     def _job(self) -> None:
-        generation, changed = self._sync()
-        self._set_status("busy", generation)
-        if not changed and self.latest_final is not None and self.last_error is None:
-            # same weights as the last final answer (e.g. a criterion switch that kept every mask)
-            self._report(LiveEvent("result", generation, result=self.latest_final.with_generation(generation)))
+        generation = self.session.generation
+        try:
+            generation, changed = self._sync()
+            self._set_status("busy", generation)
+            key = self._key()
+            known = self._finals.get(key)
+            if known is not None:  # same weights as a recent final answer (undo, reset, a no-op change)
+                self._finals.move_to_end(key)
+                self._report(LiveEvent("result", generation, result=known.with_generation(generation)))
+                return
+            self._evaluate(generation, changed, key)
+        except Exception as e:  # noqa: BLE001 - shown to the user as an error event; the worker lives on
+            if not isinstance(e, EvaluationError):
+                log.exception("pruneviz: live evaluation failed")
+            message = str(e) if isinstance(e, EvaluationError) else f"evaluation failed: {type(e).__name__}: {e}"
+            self._report(LiveEvent("error", generation, error=message))
+        finally:
             self._finish(generation)
-            return
-        start = self._cache.valid_for(self._stage_of, self._states) if self._stage_of else None
-        first_dirty = min((self._stage_of[n] for n in changed), default=None) if self._stage_of else None
-        capture = first_dirty if first_dirty is not None and first_dirty > 0 and first_dirty != start else None
-        if start is not None and capture is not None and capture < start:
-            capture = None
+
+    def _evaluate(self, generation: int, changed: list[str], key: tuple) -> None:
+        stage_of, staged = self._stage_of, self._staged
+        start = capture = None
+        if stage_of and staged is not None:
+            start = self._cache.best(stage_of, self._states)
+            dirty = min((stage_of[n] for n in changed), default=0)
+            if dirty > (start or 0):
+                capture = dirty  # the next move of this layer restarts here
+        acts = self._cache.acts(start) if start is not None else None
         captured: list[torch.Tensor] = []
-        staged = self._staged
 
         def forward(i: int, xb: torch.Tensor) -> torch.Tensor:
-            if staged is None or not self._stage_of:
+            if staged is None or not stage_of:
                 return self._model(xb)
-            if start is not None:
-                out, cap = staged.run(xb, start, self._cache.acts[i], capture)
+            if acts is not None:
+                out, cap = staged.run(xb, start, acts[i], capture)
             else:
                 out, cap = staged.run(xb, 0, None, capture)
             if cap is not None:
                 captured.append(cap)
             return out
 
-        try:
-            for result in self.evaluator.run(forward):
-                if self.session.generation != generation:
-                    return  # stale: a newer plan is waiting; its job starts at once
-                if not self._report(LiveEvent("result", generation, result=result.with_generation(generation))):
-                    return
-            with self._cond:
-                self.last_error = None
-            if capture is not None and len(captured) == len(self.evaluator.bounds):
-                self._cache.store(capture, self._states, captured)
-        except Exception as e:  # noqa: BLE001 - shown to the user as an error event
-            self._cache.stage = None
-            self._report(LiveEvent("error", generation, error=str(e)))
-        finally:
-            self._finish(generation)
+        for result in self.evaluator.run(forward):
+            if not self._current(generation):
+                return  # stale: a newer plan is waiting; its job starts at once
+            result = result.with_generation(generation)
+            if not self._report(LiveEvent("result", generation, result=result)):
+                return
+            if result.final:
+                self._finals[key] = result
+                while len(self._finals) > self.MAX_FINALS:
+                    self._finals.popitem(last=False)
+        if capture is not None and len(captured) == len(self.evaluator.bounds):
+            self._cache.store(capture, self._states, captured, stage_of)

@@ -1,0 +1,140 @@
+"""Measure the Voila app in a real browser: time to interactive (cold / preheated), websocket bytes until
+interactive for each embedded model, and slider key press -> accuracy text change.
+
+    .venv/bin/python benchmarks/bench_app.py --json benchmarks/results/app.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "ui"))
+
+from harness import AppPage, VoilaServer, launch_browser  # noqa: E402
+
+ACCURACY = ".pv-dashboard .pv-accuracy"
+TARGETS = {"cold": 10.0, "preheated": 3.0, "slider_to_accuracy_s": 1.0, "ws_bytes": 12e6}
+
+
+class ByteCounter:
+    """Counts every websocket frame the page receives."""
+
+    def __init__(self, page) -> None:
+        self.bytes = 0
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws) -> None:
+        ws.on("framereceived", lambda payload: self._add(payload))
+
+    def _add(self, payload) -> None:
+        self.bytes += len(payload.encode() if isinstance(payload, str) else payload)
+
+
+def press_until_change(app: AppPage, key: str = "ArrowRight", timeout: float = 30.0) -> float:
+    """Press ``key`` on the global slider's handle; seconds until the accuracy text changes."""
+    before = app.text(ACCURACY)
+    handle = app.page.locator(".pv-dashboard .pv-global-slider .noUi-handle").first
+    handle.focus()
+    t0 = time.monotonic()
+    for _ in range(3):  # three steps (3 %) so the accuracy moves on the digits models
+        handle.press(key)
+    while time.monotonic() - t0 < timeout:
+        if app.text(ACCURACY) != before:
+            return time.monotonic() - t0
+        time.sleep(0.01)
+    raise TimeoutError("the accuracy text did not change")
+
+
+def time_to_interactive(browser, server: VoilaServer) -> tuple[float, int]:
+    """Page request until the slider responds (its key press changed the accuracy), and bytes received."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1300})
+    counter = ByteCounter(page)
+    t0 = time.monotonic()
+    page.set_default_timeout(120_000)
+    page.goto(server.url, wait_until="domcontentloaded")
+    app = AppPage.__new__(AppPage)
+    app.page, app.errors, app.t0 = page, [], t0
+    page.wait_for_selector("#loading", state="detached")
+    page.wait_for_selector(".pv-global-slider .noUi-handle")
+    app.wait_idle()
+    received = counter.bytes
+    press_until_change(app)
+    tti = time.monotonic() - t0
+    app.close()
+    return tti, received
+
+
+def wait_preheated(server: VoilaServer, seconds: float) -> None:
+    """Give the kernel pool time to start a kernel and run the notebook in it."""
+    time.sleep(seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--preheat-wait", type=float, default=30.0)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    results: dict = {"meta": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "date": time.strftime("%Y-%m-%d %H:%M")}}
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        cold = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False")
+        try:
+            cold_tti, cnn_bytes = time_to_interactive(browser, cold)
+        finally:
+            cold.stop()
+        hot = VoilaServer("dashboard.ipynb")
+        try:
+            wait_preheated(hot, args.preheat_wait)
+            hot_tti, _ = time_to_interactive(browser, hot)
+            wait_preheated(hot, args.preheat_wait)
+            app = AppPage(browser, hot.url)
+            slider = []
+            for i in range(args.repeats):
+                slider.append(press_until_change(app, "ArrowRight" if i % 2 == 0 else "ArrowLeft"))
+                app.wait_idle()
+            app.close()
+        finally:
+            hot.stop()
+        os.environ["PRUNEVIZ_MODEL"] = "mlp"
+        mlp = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False")
+        try:
+            _, mlp_bytes = time_to_interactive(browser, mlp)
+        finally:
+            mlp.stop()
+            del os.environ["PRUNEVIZ_MODEL"]
+        browser.close()
+    results["time_to_interactive_s"] = {"cold": round(cold_tti, 2), "preheated": round(hot_tti, 2)}
+    results["ws_bytes"] = {"digits_cnn": cnn_bytes, "digits_mlp": mlp_bytes}
+    results["slider_to_accuracy_s"] = round(statistics.median(slider), 3)
+    results["slider_to_accuracy_all_s"] = [round(s, 3) for s in slider]
+    rows = [
+        ("time to interactive, cold", cold_tti, TARGETS["cold"], "s"),
+        ("time to interactive, preheated", hot_tti, TARGETS["preheated"], "s"),
+        ("slider -> accuracy (median)", results["slider_to_accuracy_s"], TARGETS["slider_to_accuracy_s"], "s"),
+        ("websocket bytes, digits CNN", cnn_bytes / 1e6, TARGETS["ws_bytes"] / 1e6, "MB"),
+        ("websocket bytes, digits MLP", mlp_bytes / 1e6, TARGETS["ws_bytes"] / 1e6, "MB"),
+    ]
+    print(f"{'measure':34} {'value':>9} {'target':>9}  result")
+    for name, value, target, unit in rows:
+        print(f"{name:34} {value:>8.2f}{unit[0]} {target:>8.2f}{unit[0]}  {'PASS' if value <= target else 'FAIL'}")
+    growth = mlp_bytes / max(cnn_bytes, 1)
+    print(f"MLP/CNN websocket bytes: {growth:.3f} (payload does not grow with the layers shown)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The Voila app in a real browser (Debian's headless Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from harness import AppPage
+
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+
+ACCURACY = ".pv-dashboard .pv-accuracy"
+HEADLINE = ".pv-dashboard .pv-headline"
+
+
+def hist_signature(app: AppPage) -> str:
+    """What the histogram draws now: its plotly traces' y values (pruned/kept counts)."""
+    return app.page.evaluate(
+        """() => { const el = document.querySelector('.pv-dashboard .pv-hist');
+                   const gd = el && (el.data ? el : el.querySelector('.js-plotly-plot'));
+                   return gd && gd.data ? JSON.stringify(gd.data.map(t => t.y && Array.from(t.y))) : ''; }"""
+    )
+
+
+def set_global_by_readout(app: AppPage, percent: int) -> None:
+    readout = app.page.locator(".pv-dashboard .pv-global-slider .widget-readout").first
+    readout.click()
+    readout.fill(str(percent))
+    readout.press("Enter")
+
+
+def wait_text_change(app: AppPage, selector: str, before: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = app.text(selector)
+        if now != before:
+            return now
+        time.sleep(0.05)
+    raise AssertionError(f"{selector} stayed {before!r} for {timeout} s")
+
+
+def test_page_loads_with_controls_plots_and_no_errors(browser, voila_server):
+    app = AppPage(browser, voila_server.url)
+    try:
+        page = app.page
+        for sel in (".pv-criterion", ".pv-scope", ".pv-global-slider", ".pv-hist .main-svg",
+                    ".pv-headline", ".pv-accuracy", ".pv-model-picker"):
+            assert page.locator(f".pv-dashboard {sel}").first.is_visible(), sel
+        assert "%" in app.text(ACCURACY)
+        assert not app.app_errors()
+        assert not app.errors, app.errors
+        body = page.inner_text("body")
+        assert "Traceback" not in body and "<pruneviz" not in body and "object at 0x" not in body
+        app.screenshot("app-loaded.png")
+    finally:
+        app.close()
+
+
+def test_global_slider_by_keyboard_and_readout(browser, voila_server):
+    app = AppPage(browser, voila_server.url)
+    try:
+        acc0, head0, hist0 = app.text(ACCURACY), app.text(HEADLINE), hist_signature(app)
+        handle = app.page.locator(".pv-dashboard .pv-global-slider .noUi-handle").first
+        handle.focus()
+        for _ in range(5):
+            handle.press("ArrowRight")
+        app.page.wait_for_function(
+            "() => document.querySelector('.pv-dashboard .pv-global-slider .noUi-handle')"
+            ".getAttribute('aria-valuenow') !== '0.0'"
+        )
+        set_global_by_readout(app, 85)
+        acc1 = wait_text_change(app, ACCURACY, acc0)
+        app.wait_idle()
+        acc1 = app.text(ACCURACY)
+        assert acc1 != acc0
+        assert hist_signature(app) != hist0
+        head1 = app.text(HEADLINE)
+        assert head1 != head0 and re.search(r"\b85\s?% of weights removed", head1), head1
+        assert not app.app_errors() and not app.errors
+        app.screenshot("app-pruned.png")
+    finally:
+        app.close()
+
+
+def test_criterion_scope_undo_and_reset(browser, voila_server):
+    app = AppPage(browser, voila_server.url)
+    try:
+        page = app.page
+        original = app.text(ACCURACY)
+        set_global_by_readout(app, 70)
+        wait_text_change(app, ACCURACY, original)
+        app.wait_idle()
+        magnitude_70 = app.text(ACCURACY)
+        page.locator(".pv-dashboard .pv-criterion select").first.select_option("random")
+        app.wait_idle()
+        wait_text_change(app, ACCURACY, magnitude_70)
+        page.locator(".pv-dashboard .pv-scope button", has_text=re.compile("structured", re.I)).first.click()
+        app.wait_idle()
+        assert not app.app_errors()
+        for _ in range(2):  # back through scope and criterion to magnitude at 70 %
+            page.locator(".pv-dashboard .pv-undo").first.click()
+            app.wait_idle()
+        deadline = time.monotonic() + 30
+        while app.text(ACCURACY) != magnitude_70 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.text(ACCURACY) == magnitude_70
+        page.locator(".pv-dashboard .pv-reset").first.click()
+        app.wait_idle()
+        deadline = time.monotonic() + 30
+        while app.text(ACCURACY) != original and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.text(ACCURACY) == original
+        assert not app.app_errors() and not app.errors
+    finally:
+        app.close()
+
+
+def test_model_picker_switches_to_the_mlp(browser, voila_server):
+    app = AppPage(browser, voila_server.url)
+    try:
+        page = app.page
+        page.locator(".pv-dashboard .pv-model-picker button", has_text="MLP").first.click()
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.pv-dashboard .pv-layer-slider'))"
+            ".some(e => e.innerText.includes('fc1'))"
+        )
+        app.wait_idle()
+        assert "%" in app.text(ACCURACY)
+        assert not app.app_errors() and not app.errors
+        app.screenshot("app-mlp.png")
+    finally:
+        app.close()
+
+
+def test_ten_loads_in_a_row_without_hang_or_kernel_pile_up(browser, voila_server):
+    times = []
+    for _ in range(10):
+        app = AppPage(browser, voila_server.url, timeout_ms=60_000)
+        times.append(app.load_s)
+        assert not app.app_errors() and not app.errors
+        app.close()
+    # closed pages shut their kernels down; at most the preheated pool plus one closing kernel remain
+    deadline = time.monotonic() + 30
+    while len(voila_server.kernel_pids()) > 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(voila_server.kernel_pids()) <= 3, voila_server.kernel_pids()
+    print("load times (s):", [round(t, 1) for t in times])
