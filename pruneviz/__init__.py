@@ -17,3 +17,16 @@ def dashboard(*args, **kwargs):
     from .app.dashboard import dashboard as _dashboard
 
     return _dashboard(*args, **kwargs)
+
+
+def explore(*args, **kwargs):
+    """Open the interactive pruning explorer (imports ipywidgets/plotly on first use).
+
+    See :func:`pruneviz.widgets.explorer.explore`: ``pv.explore()`` for the demo, ``pv.explore(model, (x, y))``.
+    """
+    from .widgets.explorer import explore as _explore
+
+    return _explore(*args, **kwargs)
+
+
+__all__.append("explore")

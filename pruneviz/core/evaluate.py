@@ -32,7 +32,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # rounding can put a bound a hair on the wrong side of p (e.g. 0.9999999999999999 for p = 1)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,9 @@ class Evaluator:
     ) -> None:
         if task not in TASKS:
             raise EvaluationError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}.")
-        if subset_size is not None and (isinstance(subset_size, bool) or int(subset_size) < 1):
+        if subset_size is not None and (
+            isinstance(subset_size, bool) or not isinstance(subset_size, int | np.integer) or subset_size < 1
+        ):
             raise EvaluationError(f"subset_size={subset_size!r}: pass a positive number of samples (or None for all).")
         x, y = _to_tensors(data)
         self.seed = seed

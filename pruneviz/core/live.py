@@ -157,9 +157,11 @@ class LiveEvaluator:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def request(self) -> None:
-        """Evaluate the session's current weights (done automatically after every change)."""
+        """Evaluate the session's current weights (done automatically after every change; call it to retry
+        after an error whose cause you fixed outside the session)."""
         with self._cond:
             self._wanted = max(self._wanted, self.session.generation)
+            self._done = min(self._done, self._wanted - 1)  # run again even if this generation was done
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -307,15 +309,19 @@ class LiveEvaluator:
                 captured.append(cap)
             return out
 
-        for result in self.evaluator.run(forward):
-            if not self._current(generation):
-                return  # stale: a newer plan is waiting; its job starts at once
-            result = result.with_generation(generation)
-            if not self._report(LiveEvent("result", generation, result=result)):
-                return
-            if result.final:
-                self._finals[key] = result
-                while len(self._finals) > self.MAX_FINALS:
-                    self._finals.popitem(last=False)
+        results = self.evaluator.run(forward)
+        try:
+            for result in results:
+                if not self._current(generation):
+                    return  # stale: a newer plan is waiting; its job starts at once
+                result = result.with_generation(generation)
+                if not self._report(LiveEvent("result", generation, result=result)):
+                    return
+                if result.final:
+                    self._finals[key] = result
+                    while len(self._finals) > self.MAX_FINALS:
+                        self._finals.popitem(last=False)
+        finally:
+            results.close()
         if capture is not None and len(captured) == len(self.evaluator.bounds):
             self._cache.store(capture, self._states, captured, stage_of)

@@ -35,8 +35,12 @@ class StagedModel:
             return
         nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1 or not nodes:
-            self.reason = "its forward takes more than one input"
+        outputs = [n for n in graph.nodes if n.op == "output"]
+        if len(placeholders) != 1:
+            self.reason = f"its forward takes {len(placeholders)} inputs, not one"
+            return
+        if not nodes:
+            self.reason = "its forward has no operations"
             return
         prev = placeholders[0]
         for n in nodes:
@@ -44,8 +48,22 @@ class StagedModel:
                 self.reason = f"its forward is not a chain at {n.name}"
                 return
             prev = n
+        # the forward must return the last stage's value itself (not a tuple/dict built from it)
+        if len(outputs) != 1 or outputs[0].args != (prev,) or outputs[0].kwargs:
+            self.reason = "its forward does not return the last stage's output as is"
+            return
         self.nodes = nodes
+        self._calls = [self._callable(n) for n in nodes]
         self.ok = True
+
+    def _callable(self, node: fx.Node):
+        """The function a stage calls, looked up once (``run`` is on the hot path of every evaluation)."""
+        if node.op == "call_module":
+            return self.model.get_submodule(node.target)
+        if node.op == "call_function":
+            return node.target
+        name = node.target
+        return lambda obj, *rest, **kw: getattr(obj, name)(*rest, **kw)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -66,6 +84,10 @@ class StagedModel:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run stages ``start..`` (from ``value``, the input of stage ``start``; or from ``x`` when start is 0)
         and return the output and the input of stage ``capture`` (if asked)."""
+        if not self.ok:
+            raise RuntimeError(f"this model cannot run in stages: {self.reason}.")
+        if start != 0 and value is None:
+            raise ValueError(f"resuming at stage {start} needs the value entering it.")
         val = x if start == 0 else value
         captured = None
         for i in range(start, len(self.nodes)):
@@ -74,11 +96,5 @@ class StagedModel:
             node = self.nodes[i]
             args = fx.node.map_arg(node.args, lambda _n, v=val: v)
             kwargs = fx.node.map_arg(node.kwargs, lambda _n, v=val: v)
-            if node.op == "call_module":
-                val = self.model.get_submodule(node.target)(*args, **kwargs)
-            elif node.op == "call_function":
-                val = node.target(*args, **kwargs)
-            else:
-                obj, *rest = args
-                val = getattr(obj, node.target)(*rest, **kwargs)
+            val = self._calls[i](*args, **kwargs)
         return val, captured

@@ -1,0 +1,146 @@
+"""LiveAccuracy: the accuracy (with its confidence interval) while it refines, progress, the unpruned
+baseline, and the trail of (weights removed, accuracy) over every final state visited.
+
+Results arrive from the live evaluator's worker thread; the handlers only format labels and assign a few
+small arrays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+
+from ..core import SessionEvent
+from ..core.evaluate import EvalResult
+from .base import SCOPE_LABELS, TraceWriter, ViewContext, esc, get_criterion_label
+from .figures import N_TRAIL_SLOTS, MainShapes, MainTraces
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def result_text(r: EvalResult) -> str:
+    """'accuracy 97.2 % ± 1.1 (128/360 samples) · loss 0.094' (or the loss/metric for other tasks)."""
+    parts = []
+    if r.accuracy is not None:
+        lo, hi = r.accuracy_ci or (r.accuracy, r.accuracy)
+        parts.append(f"accuracy {100 * r.accuracy:.1f} % ± {50 * (hi - lo):.1f} ({r.n}/{r.total} samples)")
+    else:
+        parts.append(f"({r.n}/{r.total} samples)")
+    if r.loss is not None:
+        parts.append(f"loss {r.loss:.3f}")
+    parts.extend(f"{k} {v:.4g}" for k, v in r.custom.items())
+    return " · ".join(parts)
+
+
+class LiveAccuracy(widgets.VBox):
+    """Parts: ``label`` (HTML, class ``pv-accuracy``), ``progress`` (IntProgress n/total), ``baseline_label``.
+
+    ``text``: the label as plain text; ``trail``: {(criterion, scope): {weights removed %: accuracy %}}.
+    """
+
+    def __init__(self, ctx: ViewContext, fig: go.FigureWidget) -> None:
+        self.ctx, self.fig = ctx, fig
+        live = ctx.live
+        self.label = widgets.HTML()
+        self.label.add_class("pv-accuracy")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="96%", height="14px"))
+        self.progress.add_class("pv-progress")
+        self.baseline_label = widgets.HTML()
+        self.baseline_label.add_class("pv-baseline")
+        self.text = ""
+        self.trail: OrderedDict[tuple[str, str], dict[float, float]] = OrderedDict()
+        self._slots: list[tuple[str, str] | None] = [None] * N_TRAIL_SLOTS
+        self._writer = TraceWriter()
+        self._shown: EvalResult | None = None
+        self._stale = False
+        self.metric_name = "accuracy"
+        if live is None:
+            self.label.value = '<span class="pv-help">No evaluation data: pass data=(inputs, labels) to see accuracy.</span>'
+            self.progress.layout.display = "none"
+        else:
+            base = live.baseline
+            self.metric_name = "accuracy" if base.accuracy is not None else "loss"
+            self.progress.max = max(1, base.total)
+            self.baseline_label.value = f'<span class="pv-help">unpruned: {esc(result_text(base))}</span>'
+            if base.accuracy is None:
+                self.fig.layout.yaxis3.title.text = "loss"
+            else:
+                line = self.fig.layout.shapes[MainShapes.TRAIL_BASE]
+                line.update(visible=True, y0=100 * base.accuracy, y1=100 * base.accuracy)
+            self.show(live.latest if live.latest is not None else base, stale=live.latest is None)
+        super().__init__([self.label, self.progress, self.baseline_label])
+        self.add_class("pv-live-accuracy")
+
+    @staticmethod
+    def _metric(r: EvalResult) -> float | None:
+        if r.accuracy is not None:
+            return 100 * r.accuracy
+        return r.loss
+
+    def show(self, r: EvalResult, stale: bool = False) -> None:
+        """Show result ``r`` in the label and progress bar (greyed while ``stale``)."""
+        self._shown, self._stale = r, stale
+        text = result_text(r)
+        head, sep, rest = text.partition(" ± ")
+        if not sep:
+            head, rest = "", text
+        big = f'<div class="pv-big">{esc(head)}</div>' if head else ""
+        cls = " pv-stale" if stale else ""
+        self.label.value = f'<div class="pv-acc{cls}">{big}<div>{"± " if sep else ""}{esc(rest)}</div></div>'
+        self.text = _TAGS.sub("", text)
+        self.progress.max = max(1, r.total)
+        self.progress.value = r.n
+        self.progress.bar_style = "success" if r.final and not stale else "info"
+
+    def on_session(self, event: SessionEvent | None) -> None:
+        """A new plan: the result shown belongs to the previous weights until the first estimate arrives."""
+        if self._shown is not None and not self._stale:
+            self.show(self._shown, stale=True)
+
+    def on_error(self, message: str) -> None:
+        self.progress.bar_style = "danger"
+        self.label.value = '<span style="color:#b91c1c">evaluation failed (see the message above)</span>'
+        self.text = "evaluation failed"
+        self._shown = None
+
+    def on_result(self, r: EvalResult) -> None:
+        """Called with the session lock held and the result's generation current."""
+        self.show(r)
+        value = self._metric(r)
+        if not r.final or value is None:
+            return
+        s = self.ctx.session
+        plan = s.plan
+        key = (plan.criterion, plan.scope)
+        x = round(100 * s.summary().sparsity, 3)
+        series = self.trail.setdefault(key, {})
+        series[x] = float(value)
+        self.trail.move_to_end(key)
+        slot = self._slot_for(key)
+        xs = np.array(sorted(series), dtype=np.float32)
+        ys = np.array([series[k] for k in sorted(series)], dtype=np.float32)
+        w = self._writer
+        with self.fig.batch_update():
+            trace = self.fig.data[MainTraces.TRAIL0 + slot]
+            w.set(trace, "name", f"{get_criterion_label(key[0])} · {SCOPE_LABELS.get(key[1], key[1])}")
+            w.set(trace, "visible", True)
+            w.set(trace, "x", xs)
+            w.set(trace, "y", ys)
+            now = self.fig.data[MainTraces.TRAIL_NOW]
+            w.set(now, "x", np.array([x], dtype=np.float32))
+            w.set(now, "y", np.array([value], dtype=np.float32))
+
+    def _slot_for(self, key: tuple[str, str]) -> int:
+        if key in self._slots:
+            return self._slots.index(key)
+        if None in self._slots:
+            slot = self._slots.index(None)
+        else:  # recycle the series used least recently
+            order = list(self.trail)
+            slot = min(range(N_TRAIL_SLOTS), key=lambda i: order.index(self._slots[i]))
+        self._slots[slot] = key
+        return slot

@@ -1,0 +1,274 @@
+"""The explorer: composes the views around one PruningSession and one LiveEvaluator.
+
+``pv.explore()`` opens the embedded demo (a small CNN on 8x8 digits); ``pv.explore(model, (x, y))`` opens
+yours. Data flows one way: controls -> session -> (events) -> views; live results -> views.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import torch
+from torch import nn
+
+from ..core import PruningSession, SessionEvent
+from ..core.live import LiveEvaluator, LiveEvent
+from .accuracy import LiveAccuracy
+from .allocation import LayerAllocation
+from .base import CSS, ViewContext, esc, fmt_count
+from .changes import WhatChanged
+from .controls import Controls
+from .errors import ErrorArea
+from .figures import make_main_figure
+from .filters import FilterImportance
+from .headline import Headline
+from .histogram import WeightHistogram
+from .status import StatusIndicator
+from .summary import SummaryView
+
+log = logging.getLogger("pruneviz.widgets")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Explorer(widgets.VBox):
+    """The pruning dashboard (an ``ipywidgets.VBox``): display it, or read its parts in tests.
+
+    Parts: ``session``, ``live`` (None without data), ``controls``, ``histogram``, ``allocation``,
+    ``accuracy``, ``changes``, ``filters``, ``summary``, ``headline``, ``status``, ``errors``,
+    ``main_figure`` and ``filter_figure`` (the only two FigureWidgets). Call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        session: PruningSession,
+        data: Any = None,
+        *,
+        class_names: Sequence[str] | None = None,
+        example_input: torch.Tensor | None = None,
+        subset_size: int | None = None,
+        title: str | None = None,
+        has_calib: bool | None = None,
+        live_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.session = session
+        self.errors = ErrorArea()
+        self.status = StatusIndicator()
+        self.live: LiveEvaluator | None = None
+        self._unsubscribe: list[Any] = []
+        self._ready = False
+        if data is not None:
+            opts = {"subset_size": subset_size, **(live_options or {})}
+            self.live = LiveEvaluator(session, data, **opts)
+            self._unsubscribe.append(self.live.on_event(self._on_live))
+            if example_input is None:
+                example_input = self.live.evaluator.x[:1]
+        if class_names is None:
+            class_names = getattr(data, "classes", None)
+        num_classes = self.live.evaluator.num_classes if self.live is not None else 0
+        names = [str(c) for c in class_names] if class_names is not None else []
+        if len(names) != num_classes:
+            names = [str(i) for i in range(num_classes)]
+        if has_calib is None:
+            has_calib = getattr(getattr(session, "_ctx", None), "calib_data", None) is not None
+        self.ctx = ViewContext(session=session, errors=self.errors, status=self.status, live=self.live,
+                               class_names=names)
+        with session.lock, self.ctx.lock:
+            self.main_figure = make_main_figure()
+            with self.main_figure.batch_update():
+                self.controls = Controls(self.ctx, has_calib=has_calib)
+                self.histogram = WeightHistogram(self.ctx, self.main_figure)
+                self.allocation = LayerAllocation(self.ctx, self.main_figure)
+                self.accuracy = LiveAccuracy(self.ctx, self.main_figure)
+                self.changes = WhatChanged(self.ctx, self.main_figure, names)
+            self.filters = FilterImportance(self.ctx)
+            self.filter_figure = self.filters.figure
+            self.ctx.figures.extend([self.main_figure, self.filter_figure])
+            self.summary = SummaryView(self.ctx, example_input, on_update=self._on_flops)
+            self.headline = Headline(self.ctx, self.summary.flops_now)
+            self._views = [self.controls, self.histogram, self.allocation, self.filters, self.summary,
+                           self.accuracy, self.headline]
+            self._unsubscribe.append(session.on_change(self._on_session))
+            if self.live is not None and self.live.status == "busy":
+                self.status.set_busy("evaluation", True, "evaluating")
+            self.ctx.snapshot()
+            self._ready = True
+        super().__init__(self._layout(session, title), layout=widgets.Layout(width="100%"))
+        self.add_class("pv-explorer")
+
+    # ------------------------------------------------------------------ layout
+    def _layout(self, s: PruningSession, title: str | None) -> list[widgets.Widget]:
+        summ = s.summary()
+        n = self.live.evaluator.total if self.live is not None else 0
+        sub = (f"{len(s.targets)} prunable tensors · {fmt_count(summ.prunable_params)} prunable weights"
+               + (f" · accuracy measured on {n} samples" if n else ""))
+        head = widgets.HTML(
+            CSS + f'<div class="pv-title">{esc(title or "pruneviz: " + type(s.model).__name__)}</div>'
+            f'<div class="pv-subtitle">{esc(sub)}</div>'
+        )
+        header = widgets.HBox([head, self.status], layout=widgets.Layout(
+            justify_content="space-between", align_items="center", width="100%"))
+        live_row = widgets.HBox(
+            [widgets.VBox([self.accuracy], layout=widgets.Layout(width="46%")),
+             widgets.VBox([self.summary], layout=widgets.Layout(width="54%"))],
+            layout=widgets.Layout(width="100%"),
+        )
+        section = widgets.HTML('<div class="pv-section">What changed</div>')
+        plots = widgets.VBox([self.histogram, self.main_figure])
+        plots.add_class("pv-hist")  # `.pv-hist .main-svg`: the histogram's figure
+        right = widgets.VBox(
+            [live_row, self.allocation, plots, section, self.changes, self.filters],
+            layout=widgets.Layout(width="900px", min_width="880px"),
+        )
+        body = widgets.HBox([self.controls, right], layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+        return [header, self.headline, self.errors, body]
+
+    # ---------------------------------------------------------------- dispatch
+    def _on_session(self, event: SessionEvent) -> None:
+        """Kernel thread (or whoever changed the session): re-render every view, each guarded."""
+        s = self.session
+        with s.lock, self.ctx.lock, self.main_figure.batch_update(), self.filter_figure.batch_update():
+            if s.generation != event.generation:
+                return  # a newer change follows: its own event renders
+            self.errors.clear("action")
+            for view in self._views:
+                self.ctx.call(f"update the {type(view).__name__} view", view.on_session, event)
+        with s.lock, self.ctx.lock:
+            self.ctx.snapshot()
+
+    def _on_live(self, event: LiveEvent) -> None:
+        """Worker thread: keep it small (labels, a few arrays)."""
+        if event.kind == "status":
+            self.status.set_busy("evaluation", event.status == "busy", "evaluating")
+            return
+        if not self._ready:
+            return  # the views read live.latest when they are built
+        with self.session.lock, self.ctx.lock, self.main_figure.batch_update():
+            if event.generation != self.session.generation:
+                return
+            if event.kind == "result" and event.result is not None:
+                self.errors.clear("evaluation")
+                self.ctx.call("show the accuracy", self.accuracy.on_result, event.result)
+                if event.result.final:
+                    self.ctx.call("show what changed", self.changes.on_result, event.result)
+            elif event.kind == "error":
+                self.errors.show("evaluate the pruned model", event.error or "unknown error", source="evaluation")
+                self.ctx.call("show the error", self.accuracy.on_error, event.error or "")
+            self.ctx.call("update the headline", self.headline.render)
+        with self.session.lock, self.ctx.lock:
+            self.ctx.snapshot()
+
+    def _on_flops(self) -> None:
+        self.headline.render()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        with self.session.lock, self.ctx.lock:
+            self.ctx.snapshot()
+        return super()._repr_mimebundle_(**kwargs)
+
+    # ------------------------------------------------------------------ public
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until evaluation and FLOPs counting are done for the current plan (for scripts and tests)."""
+        ok = self.live.wait_idle(timeout) if self.live is not None else True
+        return self.summary.wait_idle(timeout) and ok
+
+    def close(self) -> None:
+        """Stop the live evaluator and the FLOPs thread, unsubscribe, and close every widget of the explorer."""
+        for unsubscribe in self._unsubscribe:
+            try:
+                unsubscribe()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("unsubscribe failed", exc_info=True)
+        self._unsubscribe.clear()
+        if self.live is not None:
+            self.live.close()
+        self.summary.close()
+        for child in self.children:
+            _close_tree(child)
+        _close_parts(self)
+        super().close()
+
+
+def _close_parts(w: widgets.Widget) -> None:
+    for attr in ("layout", "style"):
+        sub = getattr(w, attr, None)
+        if isinstance(sub, widgets.Widget):
+            sub.close()
+
+
+def _close_tree(w: widgets.Widget) -> None:
+    """Close ``w``, its children and their layout/style models (nothing stays in Widget.widgets)."""
+    for child in getattr(w, "children", ()):
+        _close_tree(child)
+    _close_parts(w)
+    w.close()
+
+
+def _is_demo_model(model: object) -> bool:
+    from ..data import DigitsCNN, DigitsMLP
+
+    return isinstance(model, DigitsCNN | DigitsMLP)
+
+
+def _demo_defaults(model: nn.Module) -> tuple[Batch, list[Batch], list[str], str]:
+    """Digits test data, a few train batches for the gradient criteria, class names and a title."""
+    from ..data import DIGITS_CLASSES, digits_tensors, load_digits_split
+
+    x, y = load_digits_split().train.tensors
+    calib = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+    kind = "CNN" if type(model).__name__.endswith("CNN") else "MLP"
+    title = f"pruneviz · demo {kind} on 8×8 handwritten digits"
+    return digits_tensors("test"), calib, list(DIGITS_CLASSES), title
+
+
+def explore(
+    model: nn.Module | PruningSession | str | None = None,
+    data: Any = None,
+    *,
+    criterion: str = "magnitude",
+    scope: str = "global",
+    calib_data: Iterable[Batch] | None = None,
+    class_names: Sequence[str] | None = None,
+    example_input: torch.Tensor | None = None,
+    subset_size: int | None = None,
+    title: str | None = None,
+    seed: int = 0,
+    **live_options: Any,
+) -> Explorer:
+    """Open the pruning explorer.
+
+    ``model``: your ``nn.Module`` (or a ready ``PruningSession``); None or "cnn"/"mlp" opens the embedded
+    demo on the digits test split (so does a demo model passed without data). ``data``: evaluation data,
+    ``(inputs, labels)`` tensors, a Dataset or a DataLoader (None: no live accuracy). ``calib_data``: a few
+    ``(inputs, labels)`` batches for the gradient criteria (saliency, Taylor). ``example_input``: for
+    FLOPs (default: one sample of ``data``). ``subset_size``: evaluate on a fixed stratified subset of this
+    many samples. ``class_names``: labels for the per-class bars and the gallery. Other keyword arguments
+    go to the live evaluator (``first_chunk``, ``chunk_size``, ...).
+
+    >>> import pruneviz as pv
+    >>> app = pv.explore()                      # the demo
+    >>> app = pv.explore(my_model, (x, y))      # yours
+    """
+    if model is None or isinstance(model, str):
+        from ..data import load_demo_model
+
+        model = load_demo_model(model or "cnn")
+    if data is None and _is_demo_model(model):
+        demo_data, demo_calib, demo_names, demo_title = _demo_defaults(model)
+        data = demo_data
+        calib_data = demo_calib if calib_data is None else calib_data
+        class_names = demo_names if class_names is None else class_names
+        title = demo_title if title is None else title
+    if isinstance(model, PruningSession):
+        session = model
+        has_calib = None
+    else:
+        if calib_data is not None:
+            calib_data = list(calib_data)
+        session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed)
+        has_calib = calib_data is not None
+    return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
+                    title=title, has_calib=has_calib, live_options=live_options)
