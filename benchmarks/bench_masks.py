@@ -129,9 +129,9 @@ def session_memory(s: PruningSession) -> dict[str, int]:
         "originals": storage_bytes(s._originals.values(), counted),
         "ranks": storage_bytes(s._ranks.values(), counted),
         "mask_cache": storage_bytes(s._mask_cache.values(), counted),
-        "bias_originals": storage_bytes(s._bias_originals.values(), counted),
+        "bias_originals": storage_bytes(s._extra_originals.values(), counted),
     }
-    rest = {k: v for k, v in vars(s).items() if k not in {"model", "_params", "_bias_params"}}
+    rest = {k: v for k, v in vars(s).items() if k not in {"model", "_params", "_extra_params"}}
     parts["other"] = storage_bytes(_tensors_in(rest), counted)
     parts["total"] = sum(parts.values())
     return parts

@@ -14,7 +14,8 @@ For the demo CNN on the digits test split (``digits_cnn``) and a torchvision Res
   recorder of each message's JSON size plus its binary buffers. ``bytes_sync`` is the part sent by the
   synchronous handlers alone.
 * ``structured_update_ms_median``: the same move in structured scope (the FLOPs after channel removal are
-  counted in a background thread, not in the timed part); ``structured_flops_s``: how long that count took.
+  counted in a background thread, not in the timed part); ``structured_flops_s``: from the move until that
+  count is shown (it starts after a 0.2 s debounce).
 * ``initial_state_bytes``: the full widget state a page downloads when it opens the explorer, without the
   two FigureWidgets' plotly.js bundles (``esm_bytes``, ~5 MB each).
 

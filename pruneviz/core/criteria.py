@@ -35,6 +35,10 @@ class ScoreContext:
     max_batches: int = 8
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    #: original values of other tensors the session may change (biases, BatchNorm scales and shifts)
+    extra_originals: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: target name -> the BatchNorm module that follows it (None: find them)
+    batchnorms: dict[str, str] | None = None
 
 
 def channel_view(t: torch.Tensor, channel_dim: int) -> torch.Tensor:
@@ -108,6 +112,9 @@ def _gradients(ctx: ScoreContext, criterion: str) -> tuple[dict[str, torch.Tenso
         )
     loss_fn = ctx.loss_fn or F.cross_entropy
     work = copy.deepcopy(ctx.model).eval()
+    with torch.no_grad():  # gradients at the original (unpruned) model
+        for name, value in ctx.extra_originals.items():
+            get_tensor(work, name).copy_(value)
     params = {}
     for t in ctx.targets:
         p = get_tensor(work, t.name)
@@ -220,7 +227,7 @@ class BNScale(Criterion):
     description = "Prune channels whose BatchNorm scale |gamma| is smallest (network slimming, Liu et al. 2017)."
 
     def channel_scores(self, ctx: ScoreContext) -> dict[str, torch.Tensor | None]:
-        bns = find_batchnorms(ctx.model, ctx.targets)
+        bns = ctx.batchnorms if ctx.batchnorms is not None else find_batchnorms(ctx.model, ctx.targets)
         if not bns:
             raise CriterionError(
                 "criterion 'bn_scale' needs convolutions followed by BatchNorm, and "
@@ -229,7 +236,13 @@ class BNScale(Criterion):
         out: dict[str, torch.Tensor | None] = {}
         for t in ctx.targets:
             bn = bns.get(t.name)
-            out[t.name] = None if bn is None else get_tensor(ctx.model, bn + ".weight").detach().abs().float().clone()
+            if bn is None:
+                out[t.name] = None
+                continue
+            gamma = ctx.extra_originals.get(f"{bn}.weight")
+            if gamma is None:
+                gamma = get_tensor(ctx.model, bn + ".weight").detach()
+            out[t.name] = gamma.abs().float().clone()
         return out
 
 

@@ -33,16 +33,16 @@ def pruned_copy(session: PruningSession, form: str = "torch_prune") -> nn.Module
             return model
         with torch.no_grad():
             for t in session.targets:
-                get_tensor(model, t.name).copy_(session.original(t.name))
-                bias = session.original_bias(t.name)
-                if bias is not None:
-                    get_tensor(model, t.bias_name).copy_(bias)
+                for name in [t.name, *session.channel_tensors(t.name)]:
+                    get_tensor(model, name).copy_(session.original_tensor(name))
         for t in session.targets:
             module = model.get_submodule(t.module_name) if t.module_name else model
             prune.custom_from_mask(module, t.param_name, masks[t.name])
             keep_channels = session.channel_mask(t.name)
-            if t.bias_name and keep_channels is not None:
-                prune.custom_from_mask(module, "bias", keep_channels)
+            if keep_channels is not None:  # structured: the channel's bias and BatchNorm scale/shift go too
+                for name in session.channel_tensors(t.name):
+                    owner, _, attr = name.rpartition(".")
+                    prune.custom_from_mask(model.get_submodule(owner), attr, keep_channels)
     return model
 
 

@@ -339,6 +339,8 @@ def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, 
               evaluator_kwargs: Mapping[str, Any] | None) -> FinetuneResult:
     if not isinstance(epochs, int) or epochs < 0:
         raise PrunevizError(f"epochs must be a whole number >= 0, got {epochs!r}.")
+    if commit and not hasattr(session, "rebase"):
+        _check_private(session)  # fail before training, not after
     loss_fn = loss_fn or F.cross_entropy
     model = session.model
     loader = make_loader(train_data, batch_size, seed)

@@ -117,9 +117,8 @@ class LiveEvaluator:
             with torch.no_grad():  # the baseline is the unpruned model
                 for t in session.targets:
                     get_tensor(self._model, t.name).copy_(session.original(t.name))
-                    bias = session.original_bias(t.name)
-                    if bias is not None:
-                        get_tensor(self._model, t.bias_name).copy_(bias)
+                    for name in session.channel_tensors(t.name):  # bias, BatchNorm scale and shift
+                        get_tensor(self._model, name).copy_(session.original_tensor(name))
         self.evaluator = Evaluator(self._model, data, **evaluator_kwargs)
         self.baseline: EvalResult = self.evaluator.baseline
         self._staged = StagedModel(self._model) if prefix_cache else None
@@ -237,8 +236,8 @@ class LiveEvaluator:
                 state = s.layer_state(t.name)
                 if state != self._states[t.name]:
                     get_tensor(self._model, t.name).copy_(get_tensor(s.model, t.name))
-                    if t.bias_name:
-                        get_tensor(self._model, t.bias_name).copy_(get_tensor(s.model, t.bias_name))
+                    for name in s.channel_tensors(t.name):
+                        get_tensor(self._model, name).copy_(get_tensor(s.model, name))
                     self._states[t.name] = state
                     changed.append(t.name)
         return generation, changed

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,7 +107,7 @@ class ScheduleResult:
         """(labels like "1 prune", values): the records in order, for a drop-and-recover plot."""
         return [f"{r.step} {r.phase}" for r in self.records], [getattr(r, value) for r in self.records]
 
-    def to_csv(self, path: str | os.PathLike) -> os.PathLike:
+    def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the records as CSV (atomically)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -24,9 +24,11 @@ import multiprocessing as mp
 import os
 import pickle
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,7 +148,7 @@ class SensitivityResult:
             out[name] = best
         return out
 
-    def to_csv(self, path: str | os.PathLike) -> os.PathLike:
+    def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the rows as CSV (atomically), with a header; ``metric`` is ``self.metric``."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -175,14 +177,30 @@ class _Task:
     bias_name: str | None = None
 
 
+#: Payloads installed once per worker process by the default pool's initializer (token -> pickled bytes).
+_INSTALLED: dict[str, bytes] = {}
+
+
+def _install(token: str, blob: bytes) -> None:
+    _INSTALLED.clear()
+    _INSTALLED[token] = blob
+
+
 @dataclass
 class _Payload:
-    """The model, evaluation tensors and settings shared by every task: pickled once for pools."""
+    """The model, evaluation tensors and settings shared by every task: pickled once for pools.
+
+    ``obj``: in-process (inline); ``blob``: shipped with every task (any executor); ``token``: installed
+    in each worker of the default pool once, so tasks do not carry the model again.
+    """
 
     blob: bytes | None = None
     obj: dict[str, Any] | None = None
+    token: str | None = None
 
     def load(self) -> dict[str, Any]:
+        if self.token is not None:
+            return pickle.loads(_INSTALLED[self.token])
         if self.blob is not None:
             return pickle.loads(self.blob)
         assert self.obj is not None
@@ -378,17 +396,22 @@ def sensitivity_sweep(
         if executor is not None and not isinstance(executor, cf.Executor):
             raise PrunevizError(f"executor must be None, 'inline' or a concurrent.futures.Executor, not {executor!r}.")
         try:
-            payload = _Payload(blob=pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL))
+            blob = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # noqa: BLE001 - unpicklable models, metric functions, criteria
             raise SweepError(
                 f"cannot ship the model and data to worker processes ({type(e).__name__}: {e}); "
                 "use executor='inline'."
             ) from e
         own = executor is None
-        pool = executor or cf.ProcessPoolExecutor(
-            max_workers=max(1, min(max_workers or os.cpu_count() or 1, len(tasks))),
-            mp_context=_default_context(),
-        )
+        if own:
+            token = uuid.uuid4().hex
+            payload = _Payload(token=token)
+            pool: cf.Executor = cf.ProcessPoolExecutor(
+                max_workers=max(1, min(max_workers or os.cpu_count() or 1, len(tasks))),
+                mp_context=_default_context(), initializer=_install, initargs=(token, blob),
+            )
+        else:
+            payload, pool = _Payload(blob=blob), executor
         try:
             results, cancelled = _collect(pool, payload, tasks, cancel, report, len(lv))
         finally:

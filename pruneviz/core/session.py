@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion, ScoreContext, get_criterion
+from .criteria import Batch, Criterion, ScoreContext, find_batchnorms, get_criterion
 from .errors import CriterionError, NonFiniteWeightsError, PrunevizError, UnknownLayerError, suggest
 from .masks import (
     apply_rank_mask,
@@ -74,14 +74,27 @@ class PruningSession:
                 "Load a healthy checkpoint (or fix the training run) and start a new session."
             )
         self.lock = threading.RLock()
+        self._bn_of = find_batchnorms(model, self.targets)
+        # per target: the 1-D tensors that go with each output channel in structured scope (its bias, and the
+        # scale and shift of the BatchNorm after it, so a removed channel outputs exactly 0 as if it were gone)
+        self._channel_tensors: dict[str, list[str]] = {}
+        for t in self.targets:
+            names = [t.bias_name] if t.bias_name else []
+            bn = self._bn_of.get(t.name)
+            if bn is not None and getattr(model.get_submodule(bn), "affine", False):
+                names += [f"{bn}.weight", f"{bn}.bias"]
+            self._channel_tensors[t.name] = names
         with torch.no_grad():
             self._originals = {n: p.detach().clone() for n, p in self._params.items()}
-            self._bias_params = {t.name: get_tensor(model, t.bias_name) for t in self.targets if t.bias_name}
-            self._bias_originals = {n: b.detach().clone() for n, b in self._bias_params.items()}
+            self._extra_params = {x: get_tensor(model, x) for xs in self._channel_tensors.values() for x in xs}
+            self._extra_originals = {x: p.detach().clone() for x, p in self._extra_params.items()}
         self._mask_cache: dict[str, torch.Tensor] = {}
         self._zeros = dict.fromkeys(self._by_name, 0)
         self._applied: dict[str, tuple] = {n: ("dense",) for n in self._by_name}
-        self._ctx = ScoreContext(model, self.targets, self._originals, calib_data, loss_fn, seed=seed)
+        self._ctx = ScoreContext(
+            model, self.targets, self._originals, calib_data, loss_fn, seed=seed,
+            extra_originals=self._extra_originals, batchnorms=self._bn_of,
+        )
         self._criteria: dict[str, Criterion] = {}
         self._rank_key: tuple[str, str] | None = None
         self._ranks: dict[str, torch.Tensor | None] = {}
@@ -141,8 +154,28 @@ class PruningSession:
 
     def original_bias(self, name: str) -> torch.Tensor | None:
         """The original bias of the layer that owns weight ``name`` (None if it has none)."""
+        t = self.target(name)
+        return self._extra_originals.get(t.bias_name) if t.bias_name else None
+
+    def channel_tensors(self, name: str) -> list[str]:
+        """Names of the 1-D tensors zeroed with ``name``'s output channels in structured scope: the layer's
+        bias and the scale and shift of the BatchNorm that follows it."""
         self._check_name(name)
-        return self._bias_originals.get(name)
+        return list(self._channel_tensors[name])
+
+    def original_tensor(self, tensor_name: str) -> torch.Tensor:
+        """The original value of a prunable weight or of one of its channel tensors; do not modify it."""
+        if tensor_name in self._originals:
+            return self._originals[tensor_name]
+        if tensor_name in self._extra_originals:
+            return self._extra_originals[tensor_name]
+        raise UnknownLayerError(f"{tensor_name!r} is not a tensor this session changes." + suggest(
+            tensor_name, [*self._originals, *self._extra_originals]))
+
+    def batchnorm_of(self, name: str) -> str | None:
+        """The BatchNorm module that normalises ``name``'s output, if any."""
+        self._check_name(name)
+        return self._bn_of.get(name)
 
     @property
     def seed(self) -> int:
@@ -351,7 +384,8 @@ class PruningSession:
 
     def _sub_ctx(self, targets: list[Target]) -> ScoreContext:
         c = self._ctx
-        return ScoreContext(c.model, targets, c.originals, c.calib_data, c.loss_fn, c.max_batches, c.seed, c.cache)
+        return ScoreContext(c.model, targets, c.originals, c.calib_data, c.loss_fn, c.max_batches, c.seed, c.cache,
+                            c.extra_originals, c.batchnorms)
 
     def _channel_scores(self, crit: Criterion) -> dict[str, torch.Tensor | None]:
         key = "channel:" + crit.name
@@ -441,9 +475,9 @@ class PruningSession:
                 self._zeros[n] = state[2]
             else:
                 self._zeros[n] = t.numel - apply_rank_mask(rank, state[2], orig, param.data, count=True)
-        if n in self._bias_params:
-            b = self._bias_params[n]
+        for x in self._channel_tensors[n]:
+            p, orig = self._extra_params[x], self._extra_originals[x]
             if bias_keep is None:
-                b.copy_(self._bias_originals[n])
+                p.copy_(orig)
             else:
-                torch.where(bias_keep, self._bias_originals[n], b.new_zeros(()), out=b.data)
+                torch.where(bias_keep, orig, p.new_zeros(()), out=p.data)

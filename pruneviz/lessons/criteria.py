@@ -229,8 +229,7 @@ class CriteriaLesson(W.VBox):
                 self.curves[m] = criteria_curves(m, self.criteria, self.levels, progress=tick.tick,
                                                  on_curve=self._draw_curve, scope=self.scope.value)
             tick.finish("Done")
-            n = total
-            self.status.value = f"{n} evaluations on the 360 test digits, every point from the original weights."
+            self.status.value = f"{total} evaluations on the 360 test digits, every point from the original weights."
             self._draw_look()
         finally:
             self.button.disabled = self.scope.disabled = False

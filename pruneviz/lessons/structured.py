@@ -113,21 +113,23 @@ def filter_scores(session: PruningSession, name: str) -> np.ndarray:
 def kernel_mosaic(weight: torch.Tensor, keep: np.ndarray, cols: int = MOSAIC_COLS) -> tuple[np.ndarray, ...]:
     """First-layer kernels (out, 1, k, k) tiled into one image with 1-pixel gaps.
 
-    Returns (kept, pruned, index): kept kernels' weights (NaN elsewhere), pruned kernels' weights (NaN
-    elsewhere) and the filter index of every pixel (-1 in gaps), all float32 of the same shape.
+    Returns (weights, dim, index) of the same 2-D shape, as object arrays whose gaps are None (sent as
+    JSON null: a transparent cell; NaN would not be valid JSON): every kernel's weights, 1 on the pixels of
+    removed kernels (the grey veil that dims them), and each pixel's filter index.
     """
     w = weight.detach().float().numpy()
     n, k = w.shape[0], w.shape[-1]
     rows = -(-n // cols)
     shape = (rows * (k + 1) - 1, cols * (k + 1) - 1)
-    kept, pruned = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
-    index = np.full(shape, -1, np.float32)
+    weights, dim, index = (np.full(shape, None, dtype=object) for _ in range(3))
     for i in range(n):
         r, c = divmod(i, cols)
         sl = (slice(r * (k + 1), r * (k + 1) + k), slice(c * (k + 1), c * (k + 1) + k))
-        (kept if keep[i] else pruned)[sl] = w[i].mean(axis=0)  # 1 input channel: the kernel itself
+        weights[sl] = np.round(w[i].mean(axis=0), 4)  # 1 input channel: the kernel itself
         index[sl] = i
-    return kept, pruned, index
+        if not keep[i]:
+            dim[sl] = 1
+    return weights, dim, index
 
 
 @C.single_threaded
@@ -201,10 +203,11 @@ class StructuredLesson(W.VBox):
             subplot_titles=("First conv layer: its 16 kernels (3x3); dimmed = filter removed",
                             "Filter importance, most important first", "What the ratio means"),
         )
-        fig.add_trace(go.Heatmap(name="kept", colorscale=C.WEIGHT_SCALE, zmid=0, colorbar={"len": 0.35, "y": 0.82},
-                                 hovertemplate="filter %{customdata:.0f}<br>w = %{z:.3f}<extra>kept</extra>"), 1, 1)
-        fig.add_trace(go.Heatmap(name="removed", colorscale="Greys", opacity=0.3, showscale=False,
-                                 hovertemplate="filter %{customdata:.0f}<br>w = %{z:.3f}<extra>removed</extra>"), 1, 1)
+        fig.add_trace(go.Heatmap(name="kernels", colorscale=C.WEIGHT_SCALE, colorbar={"len": 0.35, "y": 0.82},
+                                 hovertemplate="filter %{customdata}<br>w = %{z:.3f}<extra></extra>"), 1, 1)
+        fig.add_trace(go.Heatmap(name="removed", colorscale=[[0, "rgba(215,215,215,0.85)"],
+                                                             [1, "rgba(215,215,215,0.85)"]],
+                                 zmin=0, zmax=1, showscale=False, hoverinfo="skip"), 1, 1)
         fig.add_trace(go.Bar(name="importance", marker_line_width=0,
                              hovertemplate="filter %{customdata}<br>score %{y:.3f}<extra></extra>"), 2, 1)
         fig.add_trace(go.Bar(name="ratio", marker_color=["#7f7f7f", "#7f7f7f", "#ff7f0e", "#ff7f0e", "#ffbb78"],
@@ -243,7 +246,7 @@ class StructuredLesson(W.VBox):
         s = self.lab.session(crit, ratio)
         keep0 = s.channel_mask(FIRST_CONV)
         keep0 = np.ones(s.target(FIRST_CONV).channels, bool) if keep0 is None else keep0.numpy()
-        kept, pruned, index = kernel_mosaic(s.original(FIRST_CONV), keep0)
+        weights, dim, index = kernel_mosaic(s.original(FIRST_CONV), keep0)
         lim = float(np.nanmax(np.abs(s.original(FIRST_CONV).numpy())))
         scores = filter_scores(s, layer)
         keep = s.channel_mask(layer)
@@ -252,8 +255,8 @@ class StructuredLesson(W.VBox):
         bars = [100 * ratio, 100 * p.zeros, 100 * p.params_cut, 100 * p.flops_cut, 100 * p.sparse_flops_cut]
         with C.updating(self.fig):
             hk, hp, imp, what = self.fig.data
-            hk.z, hk.customdata, hk.zmin, hk.zmax = kept, index, -lim, lim
-            hp.z, hp.customdata, hp.zmin, hp.zmax = pruned, index, -lim, lim
+            hk.z, hk.customdata, hk.zmin, hk.zmax = weights, index, -lim, lim
+            hp.z = dim
             imp.x = np.arange(1, len(scores) + 1, dtype=np.int32)
             imp.y = scores[order].astype(np.float32)
             imp.customdata = order.astype(np.int32)

@@ -130,6 +130,7 @@ class WhatIsPruning(W.VBox):
         self.ev = C.evaluator(self.model)
         self.baseline = C.accuracy(self.ev, self.model)
         self._edges = {n: histogram_edges(self.session.original(n).numpy()) for n in LAYERS}
+        self._grid: tuple[int, ...] | None = None
 
         self.error = C.error_area()
         self.layer = W.Dropdown(
@@ -147,15 +148,16 @@ class WhatIsPruning(W.VBox):
         self.stats = W.HTML()
 
         fig = make_subplots(
-            rows=2, cols=1, row_heights=[0.55, 0.45], vertical_spacing=0.16,
+            rows=2, cols=1, row_heights=[0.55, 0.45], vertical_spacing=0.2,
             subplot_titles=("Weights (grey = pruned)", "Distribution of the weights"),
         )
-        fig.add_trace(go.Heatmap(name="kept", colorscale=C.WEIGHT_SCALE, zmid=0, showscale=True,
+        # 1-D x/y/z heatmaps: plotly sends 1-D numeric arrays as binary buffers (2-D ones as JSON lists).
+        # The pruned cells are an overlay (0 = transparent, 1 = grey), so no NaN is ever sent.
+        fig.add_trace(go.Heatmap(name="weights", colorscale=C.WEIGHT_SCALE, showscale=True,
                                  colorbar={"title": "w", "len": 0.5, "y": 0.8},
-                                 hovertemplate="out %{y}, in %{x}<br>w = %{z:.4f}<extra>kept</extra>"), 1, 1)
-        fig.add_trace(go.Heatmap(name="pruned", colorscale=[[0, C.PRUNED], [1, C.PRUNED]], showscale=False,
-                                 zmin=0, zmax=1, hovertemplate="out %{y}, in %{x}<extra>pruned (now 0)</extra>"),
-                      1, 1)
+                                 hovertemplate="out %{y}, in %{x}<br>w = %{z:.4f}<extra></extra>"), 1, 1)
+        fig.add_trace(go.Heatmap(name="pruned", colorscale=[[0, "rgba(0,0,0,0)"], [1, C.PRUNED]], showscale=False,
+                                 zmin=0, zmax=1, hoverinfo="skip"), 1, 1)
         fig.add_trace(go.Bar(name="kept weights", marker_color=C.KEPT, marker_line_width=0), 2, 1)
         fig.add_trace(go.Bar(name="pruned weights (their values before pruning)", marker_color=C.PRUNED,
                              marker_line_width=0), 2, 1)
@@ -208,21 +210,28 @@ class WhatIsPruning(W.VBox):
         pic = layer_picture(self.session, name, self._edges[name])
         acc = C.accuracy(self.ev, self.model)
         w = pic.weights
-        if self.view.value == "weights":
-            kept_z = np.where(pic.mask, w, np.nan).astype(np.float32)
-            kept_scale, zmid, lim = C.WEIGHT_SCALE, 0.0, float(np.abs(w).max())
-        else:
-            kept_z = np.where(pic.mask, 1.0, np.nan).astype(np.float32)
-            kept_scale, zmid, lim = [[0, C.KEPT], [1, C.KEPT]], 0.5, 1.0
-        pruned_z = np.where(pic.mask, np.nan, 1.0).astype(np.float32)
+        n_out, n_in = w.shape
+        xs = np.tile(np.arange(n_in, dtype=np.int16), n_out)
+        ys = np.repeat(np.arange(n_out, dtype=np.int16), n_in)
+        weights_view = self.view.value == "weights"
+        base_z = w.ravel().astype(np.float32) if weights_view else np.ones(w.size, np.float32)
+        lim = float(np.abs(w).max()) or 1.0
+        pruned_z = (~pic.mask).ravel().astype(np.uint8)
         centres = ((pic.edges[:-1] + pic.edges[1:]) / 2).astype(np.float32)
         width = float(pic.edges[1] - pic.edges[0])
         thr = pic.threshold
         with C.updating(self.fig):
             hk, hp, bk, bp = self.fig.data
-            hk.z, hk.colorscale, hk.zmid = kept_z, kept_scale, zmid
-            hk.zmin, hk.zmax = (-lim, lim) if self.view.value == "weights" else (0, 1)
-            hk.showscale = self.view.value == "weights"
+            if self._grid != w.shape:  # the coordinates only change with the layer
+                hk.x, hk.y, hp.x, hp.y = xs, ys, xs, ys
+                self._grid = w.shape
+            hk.z = base_z
+            if weights_view:
+                hk.colorscale, hk.zmin, hk.zmax, hk.showscale = C.WEIGHT_SCALE, -lim, lim, True
+                hk.hovertemplate = "out %{y}, in %{x}<br>w = %{z:.4f}<extra></extra>"
+            else:
+                hk.colorscale, hk.zmin, hk.zmax, hk.showscale = [[0, C.KEPT], [1, C.KEPT]], 0, 1, False
+                hk.hovertemplate = "out %{y}, in %{x}<extra></extra>"
             hp.z = pruned_z
             bk.x, bk.y, bk.width = centres, pic.kept_counts, width
             bp.x, bp.y, bp.width = centres, pic.pruned_counts, width

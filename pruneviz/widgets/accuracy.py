@@ -67,7 +67,8 @@ class LiveAccuracy(widgets.VBox):
             self.progress.max = max(1, base.total)
             self.baseline_label.value = f'<span class="pv-help">unpruned: {esc(result_text(base))}</span>'
             if base.accuracy is None:
-                self.fig.layout.yaxis3.title.text = "loss"
+                self.fig.layout.yaxis3.update(title_text="loss", range=None, autorange=True)
+                self.fig.layout.annotations[2].text = "Loss vs. weights removed"
             else:
                 line = self.fig.layout.shapes[MainShapes.TRAIL_BASE]
                 line.update(visible=True, y0=100 * base.accuracy, y1=100 * base.accuracy)

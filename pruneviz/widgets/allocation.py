@@ -11,7 +11,8 @@ from ..core import SessionEvent
 from .base import COLORS, TraceWriter, ViewContext, esc, short_name
 from .figures import MainShapes, MainTraces
 
-COLLAPSE_AT = 0.99
+#: layer collapse: pruned to >= 99 % as the readouts show it (they round to whole percent)
+COLLAPSE_AT = 0.985
 
 
 class LayerAllocation(widgets.VBox):

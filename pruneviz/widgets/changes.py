@@ -83,6 +83,8 @@ class WhatChanged(widgets.VBox):
             if len(self.class_names) != n:
                 self.class_names = [str(i) for i in range(n)]
             with self.fig.batch_update():
+                if n > 40:  # too many to label: hover still names each class
+                    self.fig.layout.xaxis4.update(showticklabels=False, title_text=f"class ({n})")
                 self.fig.data[MainTraces.CLASS_NOW].x = self.class_names
                 self.fig.data[MainTraces.CLASS_BASE].x = self.class_names
                 self.fig.data[MainTraces.CLASS_BASE].y = (100 * base.per_class).astype(np.float32)

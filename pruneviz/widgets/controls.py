@@ -16,7 +16,6 @@ import ipywidgets as widgets
 from ..core import CRITERIA, SessionEvent, export_pruned_model, get_criterion, save_recipe
 from .base import SCOPE_HELP, SCOPE_LABELS, ViewContext, esc, fmt_count, shape_text, short_name
 
-
 #: slider readouts in whole percent (the "%" sign is appended by CSS)
 PCT_FORMAT = ".0f"
 

@@ -60,6 +60,22 @@ class Explorer(widgets.VBox):
         self.live: LiveEvaluator | None = None
         self._unsubscribe: list[Any] = []
         self._ready = False
+        try:
+            self._build(session, data, class_names, example_input, subset_size, has_calib, live_options)
+        except BaseException:  # nothing may keep running, listening or alive after a failed build
+            self._stop()
+            for name in ("errors", "status", "controls", "histogram", "allocation", "accuracy", "changes",
+                         "main_figure", "filters", "summary", "headline"):
+                part = getattr(self, name, None)
+                if isinstance(part, widgets.Widget):
+                    _close_tree(part)
+            raise
+        super().__init__(self._layout(session, title), layout=widgets.Layout(width="100%"))
+        self.add_class("pv-explorer")
+
+    def _build(self, session: PruningSession, data: Any, class_names: Sequence[str] | None,
+               example_input: torch.Tensor | None, subset_size: int | None, has_calib: bool | None,
+               live_options: dict[str, Any] | None) -> None:
         if data is not None:
             opts = {"subset_size": subset_size, **(live_options or {})}
             self.live = LiveEvaluator(session, data, **opts)
@@ -96,8 +112,6 @@ class Explorer(widgets.VBox):
                 self.status.set_busy("evaluation", True, "evaluating")
             self.ctx.snapshot()
             self._ready = True
-        super().__init__(self._layout(session, title), layout=widgets.Layout(width="100%"))
-        self.add_class("pv-explorer")
 
     # ------------------------------------------------------------------ layout
     def _layout(self, s: PruningSession, title: str | None) -> list[widgets.Widget]:
@@ -175,8 +189,8 @@ class Explorer(widgets.VBox):
         ok = self.live.wait_idle(timeout) if self.live is not None else True
         return self.summary.wait_idle(timeout) and ok
 
-    def close(self) -> None:
-        """Stop the live evaluator and the FLOPs thread, unsubscribe, and close every widget of the explorer."""
+    def _stop(self) -> None:
+        """Unsubscribe from the session and the evaluator; stop the evaluator and the FLOPs thread."""
         for unsubscribe in self._unsubscribe:
             try:
                 unsubscribe()
@@ -185,7 +199,13 @@ class Explorer(widgets.VBox):
         self._unsubscribe.clear()
         if self.live is not None:
             self.live.close()
-        self.summary.close()
+        summary = getattr(self, "summary", None)
+        if summary is not None:
+            summary.close()
+
+    def close(self) -> None:
+        """Stop the live evaluator and the FLOPs thread, unsubscribe, and close every widget of the explorer."""
+        self._stop()
         for child in self.children:
             _close_tree(child)
         _close_parts(self)

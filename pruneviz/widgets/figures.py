@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.basedatatypes import Undefined
 from plotly.subplots import make_subplots
 
 from .base import COLORS, TRAIL_COLORS
@@ -50,6 +51,41 @@ class FilterTraces:
 #: Subplot title annotations, in order, of the main figure.
 MAIN_TITLES = ("Weights", "Sparsity per layer", "Accuracy vs. weights removed", "Accuracy per class")
 
+class FigureWidget(go.FigureWidget):
+    """``go.FigureWidget`` whose update messages never contain "undefined" entries.
+
+    ``batch_update`` sends one message for all the traces it touched, with ``undefined`` for a property
+    a trace did not change. plotly 7's front-end model applies such a message wrongly while no view of the
+    figure exists yet (a figure built in a callback and displayed afterwards, e.g. by a model picker): the
+    untouched traces lose that property (measured here: a bar trace lost its marker colour). So a batch is
+    sent as one message per group of traces that changed the same properties (usually 1-3 messages).
+    """
+
+    def _send_update_msg(self, restyle_data, relayout_data, trace_indexes=None, source_view_id=None):
+        traces = self._normalize_trace_indexes(trace_indexes)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for pos in range(len(traces)):
+            props = tuple(
+                p for p, v in restyle_data.items()
+                if not (isinstance(v, list | tuple) and len(v) == len(traces) and v[pos] is Undefined)
+            )
+            groups.setdefault(props, []).append(pos)
+        if len(groups) <= 1:
+            return super()._send_update_msg(restyle_data, relayout_data, trace_indexes, source_view_id)
+        layout = relayout_data
+        for props, positions in groups.items():
+            if not props:
+                continue
+            style = {}
+            for p in props:
+                v = restyle_data[p]
+                per_trace = isinstance(v, list | tuple) and len(v) == len(traces)
+                style[p] = [v[i] for i in positions] if per_trace else v
+            super()._send_update_msg(style, layout, [traces[i] for i in positions], source_view_id)
+            layout = {}
+        return None
+
+
 _FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12, "color": "#1f2937"}
 
 
@@ -81,8 +117,8 @@ def make_main_figure() -> go.FigureWidget:
     fig.add_trace(go.Bar(
         name="sparsity", x=[], y=[], orientation="h", showlegend=False,
         marker={"color": [], "cmin": 0, "cmax": 1, "line": bar_line,
-                "colorscale": [[0, "#93c5fd"], [0.6, COLORS["kept"]], [0.9899, "#1e3a8a"],
-                               [0.99, COLORS["warn"]], [1, COLORS["warn"]]]},
+                "colorscale": [[0, "#93c5fd"], [0.6, COLORS["kept"]], [0.9849, "#1e3a8a"],
+                               [0.985, COLORS["warn"]], [1, COLORS["warn"]]]},  # red: collapse
         hovertemplate="%{y}: %{x:.1f} % removed<extra></extra>",
     ), 1, 2)
     for i, color in enumerate(TRAIL_COLORS):
@@ -128,7 +164,7 @@ def make_main_figure() -> go.FigureWidget:
     fig.update_yaxes(title_text="accuracy (%)", range=[0, 105], row=2, col=2)
     for ann in fig.layout.annotations:
         ann.font = {"size": 13, "color": "#111827"}
-    return go.FigureWidget(fig)
+    return FigureWidget(fig)
 
 
 def make_filter_figure() -> go.FigureWidget:
@@ -155,7 +191,7 @@ def make_filter_figure() -> go.FigureWidget:
                      scaleanchor="x2", row=1, col=2)
     for ann in fig.layout.annotations:
         ann.font = {"size": 13, "color": "#111827"}
-    return go.FigureWidget(fig)
+    return FigureWidget(fig)
 
 
 def snapshot(fig: go.FigureWidget) -> None:

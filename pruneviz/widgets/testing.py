@@ -29,9 +29,12 @@ def message_size(data: Any, buffers: Any = None) -> int:
 
 @dataclass
 class Traffic:
-    """What was sent while recording: one entry (model class name, bytes) per message."""
+    """What was sent while recording: one entry (model class name, bytes) per message; with ``keep``, the
+    messages' JSON text too (in ``texts``)."""
 
     messages: list[tuple[str, int]] = field(default_factory=list)
+    keep: bool = False
+    texts: list[str] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
@@ -59,15 +62,18 @@ class RecordingComm:
 
     def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
         self._traffic.messages.append((self._owner, message_size(data, buffers)))
+        if self._traffic.keep:
+            self._traffic.texts.append(json.dumps(data, default=str))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
 @contextlib.contextmanager
-def record_traffic() -> Iterator[Traffic]:
-    """Replace every live widget's comm with a :class:`RecordingComm` while the block runs."""
-    traffic = Traffic()
+def record_traffic(keep: bool = False) -> Iterator[Traffic]:
+    """Replace every live widget's comm with a :class:`RecordingComm` while the block runs (``keep``: keep
+    each message's JSON text as well)."""
+    traffic = Traffic(keep=keep)
     swapped: list[tuple[widgets.Widget, Any]] = []
     for w in list(_widget_module._instances.values()):
         if w.comm is not None and not isinstance(w.comm, RecordingComm):

@@ -77,8 +77,9 @@ def test_updates_are_in_the_synced_state_for_late_front_ends():
     app = what_is_pruning.widget(sparsity=0.5)
     try:
         data = app.fig._widget_data
-        assert data[0]["z"] is not None and np.asarray(data[0]["z"]).shape == (100, 300)
-        assert np.isnan(np.asarray(data[0]["z"], dtype=float)).mean() == pytest.approx(0.5, abs=1e-3)
+        assert np.asarray(data[0]["z"]).shape == (30_000,)  # 1-D: sent as a binary buffer
+        assert np.asarray(data[1]["z"]).mean() == pytest.approx(0.5, abs=1e-3)  # the grey veil: half pruned
+        assert not np.isnan(np.asarray(data[0]["z"], dtype=float)).any()  # NaN is not valid JSON
         assert "hole" in app.fig._widget_layout["annotations"][1]["text"]
     finally:
         app.close()
@@ -214,14 +215,15 @@ def test_l1_filters_beat_random_filters(lab):
     assert lab.point("l1_filter", 0.2).acc_slim > lab.point("random", 0.2).acc_slim
 
 
-def test_kernel_mosaic_partitions_the_kernels(lab):
+def test_kernel_mosaic_tiles_every_kernel_and_veils_the_removed(lab):
     s = lab.session("l1_filter", 0.25)
     keep = s.channel_mask("features.0.weight").numpy()
-    kept, pruned, index = structured.kernel_mosaic(s.original("features.0.weight"), keep)
-    assert kept.shape == pruned.shape == index.shape == (7, 31)
-    assert not np.any(~np.isnan(kept) & ~np.isnan(pruned))
-    assert (~np.isnan(pruned)).sum() == 9 * int((~keep).sum())
-    assert set(np.unique(index[index >= 0]).astype(int)) == set(range(16))
+    weights, dim, index = structured.kernel_mosaic(s.original("features.0.weight"), keep)
+    assert weights.shape == dim.shape == index.shape == (7, 31)
+    assert sum(v is not None for v in weights.ravel()) == 16 * 9  # gaps are None (JSON null), never NaN
+    assert sum(v is not None for v in dim.ravel()) == 9 * int((~keep).sum())
+    assert {v for v in index.ravel() if v is not None} == set(range(16))
+    assert weights[0, 0] == pytest.approx(float(s.original("features.0.weight")[0, 0, 0, 0]), abs=1e-4)
 
 
 def test_lesson4_finding_and_widget(lab):

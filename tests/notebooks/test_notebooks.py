@@ -91,6 +91,8 @@ def test_lesson_notebook_runs(name, kernel_dir, wall_times):
     text = outputs_text(nb)
     assert "From the literature" in text, "the lesson's finding card was not displayed"
     assert "Traceback" not in text
+    stderr = [o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, stderr  # e.g. "Out of range float values are not JSON compliant" (NaN sent to the page)
     assert seconds < 3 * LESSON_BUDGET, f"{name} took {seconds:.0f} s (budget {LESSON_BUDGET:.0f} s)"
 
 

@@ -240,14 +240,17 @@ def test_stale_job_never_reports_an_older_final_for_newer_weights(session, digit
         live.close()
 
 
-def test_no_mask_change_under_a_forward_in_flight(digits):
+@pytest.mark.parametrize("prefix_cache", [False, True], ids=["whole-forward", "prefix-cache"])
+def test_no_mask_change_under_a_forward_in_flight(digits, prefix_cache):
     """Checksum the private model's weights at the start and the end of every forward (with a pause in
     between) while the main thread hammers the session: they match, and they are the session's weights for
-    the generation the job synced."""
-    session = PruningSession(load_demo_model("cnn"), scope="global")
+    the generation the job synced. With the prefix cache a forward runs stage by stage (the root module's
+    hooks do not fire), so the hooks go on the stages: the first stage run opens a forward, the last closes it."""
+    session = PruningSession(load_demo_model("cnn"), scope="layer")
     names = session.names
     expected = {session.generation: weights_hash(session.model, names)}
-    live = LiveEvaluator(session, digits, prefix_cache=False, first_chunk=32, chunk_size=32)
+    live = LiveEvaluator(session, digits, prefix_cache=prefix_cache, first_chunk=32, chunk_size=32)
+    assert live.prefix_cache_active is prefix_cache
     job = {"generation": None}
     sync = live._sync
 
@@ -258,27 +261,40 @@ def test_no_mask_change_under_a_forward_in_flight(digits):
 
     live._sync = recording_sync
     seen: list[tuple[int, str, str]] = []
-    start: dict[str, str] = {}
+    start: dict = {}
+    first_modules = []
+    model = live._model
 
     def pre(module, args):
-        start["hash"] = weights_hash(module, names)
-        time.sleep(0.002)  # widen the window for a change to slip in
+        if "hash" not in start:  # the first stage of this forward
+            start["hash"] = weights_hash(model, names)
+            first_modules.append(module)
+            time.sleep(0.002)  # widen the window for a change to slip in
 
     def post(module, args, out):
-        seen.append((job["generation"], start.pop("hash"), weights_hash(module, names)))
+        seen.append((job["generation"], start.pop("hash"), weights_hash(model, names)))
 
-    live._model.register_forward_pre_hook(pre)
-    live._model.register_forward_hook(post)
+    if prefix_cache:
+        stages = [model.get_submodule(n.target) for n in live._staged.nodes if n.op == "call_module"]
+        for m in stages:
+            m.register_forward_pre_hook(pre)
+        stages[-1].register_forward_hook(post)
+    else:
+        model.register_forward_pre_hook(pre)
+        model.register_forward_hook(post)
     rng = random.Random(1)
     try:
         settle(live)
+        event = session.set_sparsity(names[-2], 0.5)  # caches the activations entering the head
+        expected[event.generation] = weights_hash(session.model, names)
+        settle(live)
         for i in range(300):
-            if i % 2:
+            if i % 10 == 9:
                 event = session.set_global_sparsity(rng.uniform(0, 0.95))
-            else:
-                event = session.set_sparsity(rng.choice(names), rng.uniform(0, 0.95))
+            else:  # mostly the head: forwards that start from cached activations
+                event = session.set_sparsity(rng.choice(names[-2:]), rng.uniform(0, 0.95))
             expected[event.generation] = weights_hash(session.model, names)
-            time.sleep(rng.choice([0, 0, 0.001, 0.003]))
+            time.sleep(rng.choice([0, 0, 0.001, 0.003, 0.03]))  # now and then a job completes
         final = settle(live)
         assert_equal_results(final, sync_eval(session, digits, first_chunk=32, chunk_size=32))
     finally:
@@ -287,6 +303,8 @@ def test_no_mask_change_under_a_forward_in_flight(digits):
     for generation, before, after in seen:
         assert before == after, f"weights changed during a forward of generation {generation}"
         assert before == expected[generation], f"the forward of generation {generation} used other weights"
+    if prefix_cache:  # some forwards started from cached activations, past the first stage
+        assert sum(m is not stages[0] for m in first_modules) > 10
 
 
 # ----------------------------------------------------------------- faults

@@ -9,7 +9,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from widget_helpers import move
+from widget_helpers import Flaky, move
 
 from pruneviz.core.evaluate import EvalResult
 from pruneviz.widgets.accuracy import result_text
@@ -117,6 +117,45 @@ def test_model_without_data(make_explorer, tiny_cnn):
     assert "50 % of weights removed" in app.headline.text
     assert "Accuracy" not in app.headline.text
     assert app.summary.flops_now() is not None
+
+
+def test_recurrent_model_on_token_data(make_explorer, tiny_rnn):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 20, (48, 6), generator=g), torch.randint(0, 3, (48,), generator=g)
+    app = make_explorer(tiny_rnn, (x, y))
+    assert app.wait_idle(30)
+    assert not app.changes.images and not app.changes.slots  # not images: no gallery
+    app.histogram.layer.value = "lstm.weight_hh_l0"
+    app.filters.layer.value = "gru.weight_ih_l0_reverse"
+    move(app, 0.7)
+    h = app.histogram
+    assert int(h.pruned_counts.sum()) == app.session.zeros("lstm.weight_hh_l0")
+    assert app.errors.text == ""
+    assert "70 % of weights removed" in app.headline.text
+
+
+def test_dataset_and_ready_session(make_explorer, cnn_batches):
+    from torch.utils.data import TensorDataset
+
+    from pruneviz.core import PruningSession
+
+    x = torch.cat([b[0] for b in cnn_batches])
+    y = torch.cat([b[1] for b in cnn_batches])
+    ds = TensorDataset(x, y)
+    ds.classes = [f"k{i}" for i in range(10)]  # like torchvision datasets
+    torch.manual_seed(0)
+    s = PruningSession(Flaky().eval(), criterion="l1_filter", scope="structured", calib_data=cnn_batches)
+    s.set_global_sparsity(0.25)
+    app = make_explorer(s, ds)
+    assert app.wait_idle(30)
+    assert app.session is s and app.controls.scope.value == "structured"
+    assert app.controls.criterion.value == "l1_filter" and app.controls.global_slider.value == 25
+    assert app.changes.class_names[0] == "k0"
+    assert "channels removed" in app.headline.text
+    labels = dict((v, k) for k, v in app.controls.criterion.options)
+    assert "needs calib_data" not in labels["saliency"]
+    app.controls.criterion.value = "saliency"
+    assert app.wait_idle(30) and app.errors.text == ""
 
 
 def test_result_text_formats():

@@ -155,3 +155,18 @@ def test_images_only_for_image_data(make_explorer, tiny_cnn):
     assert app.wait_idle(30)
     assert app.changes.images and app.changes.class_names[3] == "c3"
     assert list(app.main_figure.data[MainTraces.CLASS_NOW].x)[:2] == ["c0", "c1"]
+
+
+def test_flops_count_failure_is_explained(demo, monkeypatch):
+    import pruneviz.widgets.summary as summary
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("torch-pruning cannot trace this model")
+
+    monkeypatch.setattr(summary, "slim_copy", broken)
+    app = demo
+    app.controls.scope.value = "structured"
+    move(app, 0.5)
+    assert "not available: RuntimeError: torch-pruning cannot trace this model" in app.summary.value
+    assert "FLOPs" in app.headline.text and "(channels removed)" not in app.headline.text
+    assert app.errors.text == "" and "pv-idle" in app.status._dom_classes
