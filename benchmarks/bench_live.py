@@ -257,7 +257,8 @@ def bench_resnet(n_moves: int, rng: random.Random) -> dict:
         nv = summary(r["naive"])
         out.update({
             f"{prefix}moves": len(r["final"]),
-            f"{prefix}first_estimate_ms_median": first["median"], f"{prefix}first_estimate_ms_p95": first["p95"],
+            f"{prefix}first_estimate_ms_median": first["median"],
+            f"{prefix}first_estimate_ms_p95": first["p95"],
             f"{prefix}final_ms_median": fin["median"], f"{prefix}final_ms_p95": fin["p95"],
             f"{prefix}mask_update_ms_median": upd["median"],
             f"{prefix}final_ms_all": [round(v * 1000, 1) for v in r["final"]],
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {n_moves} moves per series"
           f"{' (QUICK)' if args.quick else ''}")
-    head = f"{'model':<18} {'moves':<9} {'first ms':>9} {'final ms':>9} {'final p95':>10} {'naive ms':>9} {'speedup':>8}"
+    head = (f"{'model':<18} {'moves':<9} {'first ms':>9} {'final ms':>9} {'final p95':>10} {'naive ms':>9} "
+            f"{'speedup':>8}")
     print(head)
     print("-" * len(head))
     for name, kind, first, fin, p95, nv, sp in rows:

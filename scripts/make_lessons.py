@@ -212,8 +212,9 @@ filters are dimmed."""),
   (3/4)² ≈ 56 % of its work. A sparse kernel skipping the same zeros would save much less (light bar).
 * Accuracy falls faster than with unstructured pruning at the same sparsity: a whole filter is a coarse
   cut. Lesson 6 fine-tunes it back.
-* The grey note under the table: a filter that is only *zeroed* still leaves its BatchNorm adding a
-  constant to that channel, so "zeroed" and "removed" are not quite the same network."""),
+* The grey note under the table: pruneviz zeroes a removed filter's weights *and* its bias and the scale
+  and shift of the BatchNorm after it, so the channel outputs exactly 0 and the masked model computes
+  the same thing as the physically smaller one."""),
     ("md", """### From the literature
 
 Li et al. (2017) removed whole filters from VGG-16 and ResNets. The card takes the same FLOPs cut as

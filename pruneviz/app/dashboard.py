@@ -12,7 +12,7 @@ import os
 
 import ipywidgets as W
 
-from pruneviz.data import DEMO_MODELS, load_demo_model
+from pruneviz.data import DEMO_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Dashboard(W.VBox):
 
     def _explorer(self, name: str) -> W.Widget:
         if name not in self.explorers:
-            self.explorers[name] = self._explore(load_demo_model(name), title=None)
+            self.explorers[name] = self._explore(name)  # the demo model on the digits test split
         return self.explorers[name]
 
     def _show(self, name: str) -> None:

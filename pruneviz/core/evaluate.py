@@ -84,7 +84,8 @@ def _to_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = torch.cat(xs), torch.cat(ys)
     else:
         raise EvaluationError(
-            f"evaluation data of type {type(data).__name__} is not supported: pass (inputs, targets) tensors, "
+            f"evaluation data of type {type(data).__name__} is not supported: pass (inputs, targets) "
+            "tensors, "
             "a torch Dataset or a DataLoader."
         )
     if x.dim() == 0 or y.dim() == 0:
@@ -103,7 +104,7 @@ TASKS = ("auto", "classification", "custom")
 
 
 def _save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    """Every submodule's train/eval flag, so a model with mixed modes (e.g. frozen BatchNorm) is restored exactly."""
+    """Every submodule's train/eval flag, so mixed modes (e.g. a frozen BatchNorm) are restored exactly."""
     return [(m, m.training) for m in model.modules()]
 
 
@@ -164,7 +165,9 @@ class Evaluator:
         if subset_size is not None and (
             isinstance(subset_size, bool) or not isinstance(subset_size, int | np.integer) or subset_size < 1
         ):
-            raise EvaluationError(f"subset_size={subset_size!r}: pass a positive number of samples (or None for all).")
+            raise EvaluationError(
+                f"subset_size={subset_size!r}: pass a positive number of samples (or None for all)."
+            )
         x, y = _to_tensors(data)
         self.seed = seed
         self.order = stratified_order(y, subset_size, seed)
@@ -180,8 +183,9 @@ class Evaluator:
         )
         if self.classification and (self.y.dim() != 1 or self.y.is_floating_point() or self.y.is_complex()):
             raise EvaluationError(
-                f"task='classification' needs integer class labels of shape (N,), got {self.y.dtype} labels of "
-                f"shape {tuple(self.y.shape)}: convert them with y.long(), or pass task='custom' with a metric_fn."
+                f"task='classification' needs integer class labels of shape (N,), got {self.y.dtype} labels "
+                f"of shape {tuple(self.y.shape)}: convert them with y.long(), or pass task='custom' with a "
+                "metric_fn."
             )
         if self.classification and probe.dim() != 2:
             raise EvaluationError(
@@ -252,7 +256,9 @@ class Evaluator:
                     try:
                         out = fwd(i, self.x[a:b])
                     except Exception as e:  # noqa: BLE001 - reported as an evaluation error
-                        raise EvaluationError(f"the model raised during evaluation: {type(e).__name__}: {e}") from e
+                        raise EvaluationError(
+                            f"the model raised during evaluation: {type(e).__name__}: {e}"
+                        ) from e
                     acc.add(out, self.y[a:b])
                 yield acc.result(b, time.perf_counter() - t0)
         finally:
@@ -315,7 +321,9 @@ class _Accumulator:
         if ev.loss_fn is not None:
             kwargs["loss"] = self.loss_sum / n
             if not math.isfinite(kwargs["loss"]):
-                raise EvaluationError(f"the loss is {kwargs['loss']} (NaN/inf): the model's outputs are not finite.")
+                raise EvaluationError(
+                    f"the loss is {kwargs['loss']} (NaN/inf): the model's outputs are not finite."
+                )
         if ev.classification:
             preds = torch.cat(self.preds).numpy()
             support = self.confusion.sum(axis=1)
@@ -348,7 +356,8 @@ def _custom_metric(fn: MetricFn, outputs: torch.Tensor, targets: torch.Tensor) -
             v = float(v)
         except (TypeError, ValueError, RuntimeError) as e:
             raise EvaluationError(
-                f"your metric_fn returned {k}={v!r:.100}, which is not a number: return a float or a dict of floats."
+                f"your metric_fn returned {k}={v!r:.100}, which is not a number: return a float or a dict "
+                "of floats."
             ) from e
         if not math.isfinite(v):
             raise EvaluationError(f"your metric_fn returned {k}={v}: metrics must be finite numbers.")

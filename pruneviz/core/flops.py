@@ -41,8 +41,7 @@ class FlopsReport:
 
 
 def _out_channel_fn(module: nn.Module):
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return tp.prune_deconv_out_channels
+    # torch-pruning's conv pruner handles transposed convolutions too (it reads module.transposed)
     if isinstance(module, nn.modules.conv._ConvNd):
         return tp.prune_conv_out_channels
     if isinstance(module, nn.Linear):
@@ -55,11 +54,13 @@ def slim_copy(session: PruningSession, example_input: torch.Tensor) -> tuple[nn.
 
     Returns the model and the layers whose channels could not be removed on their own (coupled).
     """
-    model = pruned_copy(session, "permanent").eval()
+    with session.lock:  # one consistent view of the masks
+        model = pruned_copy(session, "permanent").eval()
+        keeps = {t.name: session.channel_mask(t.name) for t in session.targets}
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     coupled: list[str] = []
     for t in session.targets:
-        keep = session.channel_mask(t.name)
+        keep = keeps[t.name]
         if keep is None or bool(keep.all()) or t.name == session.output_layer:
             continue
         module = model.get_submodule(t.module_name)
@@ -101,12 +102,15 @@ class FlopsCounter:
         return total
 
     def report(self) -> FlopsReport:
-        """Dense, sparse and structured FLOPs for the session's current plan."""
+        """Dense, sparse and structured FLOPs for the session's current plan.
+
+        Holds the session's lock only while it copies the masked model, not while it counts.
+        """
         with self.session.lock:
             sparse = self.sparse()
-            if any(self.session.channel_mask(n) is not None for n in self.session.names):
-                slim, coupled = slim_copy(self.session, self.example_input)
-                structured, _ = count_flops(slim, self.example_input)
-            else:
-                structured, coupled = self.dense, []
+            structured_scope = any(self.session.channel_mask(n) is not None for n in self.session.names)
+        if not structured_scope:
+            return FlopsReport(self.dense, sparse, self.dense, [])
+        slim, coupled = slim_copy(self.session, self.example_input)
+        structured, _ = count_flops(slim, self.example_input)
         return FlopsReport(self.dense, sparse, structured, coupled)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LiveEvent:
-    """``kind``: "status" (busy/idle in ``status``), "result" (``result``), or "error" (``error``, a message)."""
+    """``kind``: "status" (busy/idle in ``status``), "result" (``result``) or "error" (``error``)."""
 
     kind: str
     generation: int
@@ -53,7 +53,9 @@ class _PrefixCache:
         self.entries: OrderedDict[int, tuple[dict[str, tuple], list[torch.Tensor], int]] = OrderedDict()
 
     @staticmethod
-    def _valid(stage: int, recorded: dict[str, tuple], stage_of: dict[str, int], states: dict[str, tuple]) -> bool:
+    def _valid(
+        stage: int, recorded: dict[str, tuple], stage_of: dict[str, int], states: dict[str, tuple]
+    ) -> bool:
         return all(states[name] == recorded.get(name) for name, st in stage_of.items() if st < stage)
 
     def best(self, stage_of: dict[str, int], states: dict[str, tuple]) -> int | None:
@@ -77,7 +79,8 @@ class _PrefixCache:
             return
         used = sum(e[2] for e in self.entries.values())
         # make room: first entries that no longer fit the current weights, then the least recently used
-        for st in [st for st, (rec, _, _) in self.entries.items() if not self._valid(st, rec, stage_of, states)]:
+        stale = [st for st, (rec, _, _) in self.entries.items() if not self._valid(st, rec, stage_of, states)]
+        for st in stale:
             if used + size <= self.limit:
                 break
             used -= self.entries.pop(st)[2]
@@ -122,11 +125,27 @@ class LiveEvaluator:
         self.evaluator = Evaluator(self._model, data, **evaluator_kwargs)
         self.baseline: EvalResult = self.evaluator.baseline
         self._staged = StagedModel(self._model) if prefix_cache else None
+        # the first stage each layer's change touches: its module's, or that of a tensor changed with it (the
+        # BatchNorm after it in structured scope) if that came earlier
         self._stage_of = (
-            {t.name: self._staged.stage_of(t.module_name) for t in session.targets}
+            {
+                t.name: min(
+                    self._staged.stage_of(m)
+                    for m in [t.module_name, *(x.rsplit(".", 1)[0] for x in session.channel_tensors(t.name))]
+                )
+                for t in session.targets
+            }
             if self._staged is not None and self._staged.ok
             else {}
         )
+        # stages whose input the forward modifies in place: an activation cached there would not stay valid
+        self._no_cache: set[int] = set()
+        if self._stage_of:
+            try:
+                self._no_cache = self._staged.mutated_inputs(self.evaluator.x[:2])
+            except Exception:  # noqa: BLE001 - cannot tell: run whole
+                log.warning("pruneviz: the in-place check of the model's stages failed; prefix cache off")
+                self._stage_of = {}
         self._cache = _PrefixCache(int(cache_mb * 2**20))
         # final results by weight state (all layers' states): equal states mean equal weights
         self._finals: OrderedDict[tuple, EvalResult] = OrderedDict([(self._key(), self.baseline)])
@@ -147,7 +166,7 @@ class LiveEvaluator:
 
     # ------------------------------------------------------------------ public
     def on_event(self, listener: LiveListener) -> Callable[[], None]:
-        """Call ``listener(LiveEvent)`` for status changes, results and errors; returns an unsubscribe function.
+        """Call ``listener(LiveEvent)`` for status changes, results and errors; returns an unsubscriber.
 
         Listeners run in the worker thread while it holds the session's lock (so the generation they are
         told about is the session's current one): keep them short and do not wait for other threads there.
@@ -184,7 +203,7 @@ class LiveEvaluator:
             )
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop listening to the session and stop the worker (an evaluation in flight stops after its chunk)."""
+        """Stop listening to the session and stop the worker (a job in flight stops after its chunk)."""
         self._unsubscribe()
         with self._cond:
             self._closed = True
@@ -281,7 +300,9 @@ class LiveEvaluator:
         except Exception as e:  # noqa: BLE001 - shown to the user as an error event; the worker lives on
             if not isinstance(e, EvaluationError):
                 log.exception("pruneviz: live evaluation failed")
-            message = str(e) if isinstance(e, EvaluationError) else f"evaluation failed: {type(e).__name__}: {e}"
+            message = (
+                str(e) if isinstance(e, EvaluationError) else f"evaluation failed: {type(e).__name__}: {e}"
+            )
             self._report(LiveEvent("error", generation, error=message))
         finally:
             self._finish(generation)
@@ -292,7 +313,7 @@ class LiveEvaluator:
         if stage_of and staged is not None:
             start = self._cache.best(stage_of, self._states)
             dirty = min((stage_of[n] for n in changed), default=0)
-            if dirty > (start or 0):
+            if dirty > (start or 0) and dirty not in self._no_cache:
                 capture = dirty  # the next move of this layer restarts here
         acts = self._cache.acts(start) if start is not None else None
         captured: list[torch.Tensor] = []

@@ -27,6 +27,7 @@ class StagedModel:
         self.model = model
         self.ok = False
         self.nodes: list[fx.Node] = []
+        self._calls: list = []
         self.reason = ""
         try:
             graph = _ChainTracer().trace(model)
@@ -68,6 +69,23 @@ class StagedModel:
     def __len__(self) -> int:
         return len(self.nodes)
 
+    def mutated_inputs(self, x: torch.Tensor) -> set[int]:
+        """Stages whose input tensor is modified in place by the rest of the forward (``x += f(x)`` in a
+        block, an in-place op on an aliased value...), found by running the example ``x`` through the stages
+        with autograd's version counters on. A cached activation entering such a stage would be corrupted by
+        the first run that resumes from it: never cache there."""
+        if not self.ok:
+            return set()
+        entering: list[tuple[torch.Tensor, int]] = []
+        with torch.no_grad():  # not inference mode: inference tensors have no version counter
+            val = x.clone()
+            for i, node in enumerate(self.nodes):
+                entering.append((val, val._version if isinstance(val, torch.Tensor) else 0))
+                args = fx.node.map_arg(node.args, lambda _n, v=val: v)
+                kwargs = fx.node.map_arg(node.kwargs, lambda _n, v=val: v)
+                val = self._calls[i](*args, **kwargs)
+        return {i for i, (t, v) in enumerate(entering) if isinstance(t, torch.Tensor) and t._version != v}
+
     def stage_of(self, module_name: str) -> int:
         """Index of the stage that contains module ``module_name`` (0 if unknown: run everything)."""
         for i, n in enumerate(self.nodes):
@@ -82,7 +100,7 @@ class StagedModel:
     def run(
         self, x: torch.Tensor, start: int = 0, value: torch.Tensor | None = None, capture: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run stages ``start..`` (from ``value``, the input of stage ``start``; or from ``x`` when start is 0)
+        """Run stages ``start..`` (from ``value``, the input of stage ``start``; from ``x`` when start is 0)
         and return the output and the input of stage ``capture`` (if asked)."""
         if not self.ok:
             raise RuntimeError(f"this model cannot run in stages: {self.reason}.")

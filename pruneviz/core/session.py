@@ -178,6 +178,11 @@ class PruningSession:
         return self._bn_of.get(name)
 
     @property
+    def has_calib_data(self) -> bool:
+        """Whether the session has calibration batches (needed by the gradient criteria)."""
+        return self._ctx.calib_data is not None
+
+    @property
     def seed(self) -> int:
         return self._ctx.seed
 

@@ -44,7 +44,7 @@ class StructuredPoint:
     flops_slim: int  # after physically removing the filters (and the next layers' matching inputs)
     acc_dense: float
     acc_slim: float  # test accuracy of the slimmed network
-    acc_masked: float  # test accuracy with the filters only zeroed (BatchNorm still adds its shift)
+    acc_masked: float  # test accuracy of the masked model (filters, biases and BatchNorm scale/shift zeroed)
     filters: dict[str, tuple[int, int]]  # layer -> (removed, total)
 
     @property
@@ -278,8 +278,8 @@ class StructuredLesson(W.VBox):
             ("Test accuracy", f"<b>{C.pct(p.acc_slim)}</b> (dense {C.pct(p.acc_dense)}, "
                               f"<span style='color:{C.DANGER if drop < -C.ONE_POINT else '#555'}'>{C.points(drop)}"
                               f"</span>) — the smaller network, no retraining"),
-            ("", f"<span style='color:#777'>filters only zeroed, not removed: {C.pct(p.acc_masked)} (BatchNorm "
-                 "still adds a constant for each zeroed filter)</span>"),
+            ("", f"<span style='color:#777'>the masked model (filters zeroed in place, with their bias and "
+                 f"BatchNorm scale and shift): {C.pct(p.acc_masked)}, the same network</span>"),
         ])
 
     def finding(self) -> C.Finding:

@@ -51,7 +51,6 @@ class Explorer(widgets.VBox):
         example_input: torch.Tensor | None = None,
         subset_size: int | None = None,
         title: str | None = None,
-        has_calib: bool | None = None,
         live_options: dict[str, Any] | None = None,
     ) -> None:
         self.session = session
@@ -61,7 +60,7 @@ class Explorer(widgets.VBox):
         self._unsubscribe: list[Any] = []
         self._ready = False
         try:
-            self._build(session, data, class_names, example_input, subset_size, has_calib, live_options)
+            self._build(session, data, class_names, example_input, subset_size, live_options)
         except BaseException:  # nothing may keep running, listening or alive after a failed build
             self._stop()
             for name in ("errors", "status", "controls", "histogram", "allocation", "accuracy", "changes",
@@ -74,7 +73,7 @@ class Explorer(widgets.VBox):
         self.add_class("pv-explorer")
 
     def _build(self, session: PruningSession, data: Any, class_names: Sequence[str] | None,
-               example_input: torch.Tensor | None, subset_size: int | None, has_calib: bool | None,
+               example_input: torch.Tensor | None, subset_size: int | None,
                live_options: dict[str, Any] | None) -> None:
         if data is not None:
             opts = {"subset_size": subset_size, **(live_options or {})}
@@ -88,14 +87,12 @@ class Explorer(widgets.VBox):
         names = [str(c) for c in class_names] if class_names is not None else []
         if len(names) != num_classes:
             names = [str(i) for i in range(num_classes)]
-        if has_calib is None:
-            has_calib = getattr(getattr(session, "_ctx", None), "calib_data", None) is not None
         self.ctx = ViewContext(session=session, errors=self.errors, status=self.status, live=self.live,
                                class_names=names)
         with session.lock, self.ctx.lock:
             self.main_figure = make_main_figure()
             with self.main_figure.batch_update():
-                self.controls = Controls(self.ctx, has_calib=has_calib)
+                self.controls = Controls(self.ctx, has_calib=session.has_calib_data)
                 self.histogram = WeightHistogram(self.ctx, self.main_figure)
                 self.allocation = LayerAllocation(self.ctx, self.main_figure)
                 self.accuracy = LiveAccuracy(self.ctx, self.main_figure)
@@ -284,11 +281,9 @@ def explore(
         title = demo_title if title is None else title
     if isinstance(model, PruningSession):
         session = model
-        has_calib = None
     else:
         if calib_data is not None:
             calib_data = list(calib_data)
         session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed)
-        has_calib = calib_data is not None
     return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
-                    title=title, has_calib=has_calib, live_options=live_options)
+                    title=title, live_options=live_options)

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from harness import AppPage
+from harness import AppPage, VoilaServer
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
@@ -92,7 +92,7 @@ def test_criterion_scope_undo_and_reset(browser, voila_server):
         wait_text_change(app, ACCURACY, original)
         app.wait_idle()
         magnitude_70 = app.text(ACCURACY)
-        page.locator(".pv-dashboard .pv-criterion select").first.select_option("random")
+        page.locator(".pv-dashboard .pv-criterion select").first.select_option(label="Random (baseline)")
         app.wait_idle()
         wait_text_change(app, ACCURACY, magnitude_70)
         page.locator(".pv-dashboard .pv-scope button", has_text=re.compile("structured", re.I)).first.click()
@@ -133,16 +133,22 @@ def test_model_picker_switches_to_the_mlp(browser, voila_server):
         app.close()
 
 
-def test_ten_loads_in_a_row_without_hang_or_kernel_pile_up(browser, voila_server):
-    times = []
-    for _ in range(10):
-        app = AppPage(browser, voila_server.url, timeout_ms=60_000)
-        times.append(app.load_s)
-        assert not app.app_errors() and not app.errors
-        app.close()
-    # closed pages shut their kernels down; at most the preheated pool plus one closing kernel remain
-    deadline = time.monotonic() + 30
-    while len(voila_server.kernel_pids()) > 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(voila_server.kernel_pids()) <= 3, voila_server.kernel_pids()
-    print("load times (s):", [round(t, 1) for t in times])
+def test_ten_loads_in_a_row_without_hang_or_kernel_pile_up(browser):
+    """Ten loads, each to interactive (a hang fails the wait). The kernels of closed pages are culled once
+    idle and disconnected (voila.json culls after 60 s; here after 10 s to keep the test short)."""
+    server = VoilaServer("dashboard.ipynb", "--MappingKernelManager.cull_idle_timeout=10",
+                         "--MappingKernelManager.cull_interval=5")
+    try:
+        times = []
+        for _ in range(10):
+            app = AppPage(browser, server.url, timeout_ms=60_000)
+            times.append(app.load_s)
+            assert not app.app_errors() and not app.errors
+            app.close()
+        print("load times (s):", [round(t, 1) for t in times])
+        deadline = time.monotonic() + 60
+        while len(server.kernel_pids()) > 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert len(server.kernel_pids()) <= 2, server.kernel_pids()  # the preheated pool (1) and at most one more
+    finally:
+        server.stop()

@@ -171,7 +171,8 @@ def test_prefix_cache_equals_full_forward_for_every_layer(model_name, request, d
     if model_name == "cnn":
         model, data, chunks = load_demo_model("cnn"), digits, {"first_chunk": 40, "chunk_size": 100}
     else:
-        model, data, chunks = request.getfixturevalue("resnet18"), images, {"first_chunk": 12, "chunk_size": 14}
+        model, data = request.getfixturevalue("resnet18"), images
+        chunks = {"first_chunk": 12, "chunk_size": 14}
     session = PruningSession(model)
     live = LiveEvaluator(session, data, **chunks)
     reference = Evaluator(session.model, data, **chunks)
@@ -223,6 +224,32 @@ def test_prefix_cache_skips_the_unchanged_front_of_resnet18(resnet18, images):
         live.close()
 
 
+@pytest.mark.parametrize("model_name", ["cnn", "resnet18"])
+def test_prefix_cache_in_structured_scope(model_name, request, digits, images):
+    """Structured scope also zeroes the bias and the following BatchNorm's scale and shift (a later stage):
+    every final still equals the full forward."""
+    if model_name == "cnn":
+        model, data = load_demo_model("cnn"), digits
+    else:
+        model, data = request.getfixturevalue("resnet18"), images
+    chunks = {"first_chunk": 16, "chunk_size": 24}
+    session = PruningSession(model, scope="structured")
+    live = LiveEvaluator(session, data, **chunks)
+    reference = Evaluator(session.model, data, **chunks)
+    if model_name == "cnn":
+        names = session.names[:-1]  # not the output layer
+    else:
+        names = ["conv1.weight", "layer4.0.conv1.weight", "layer4.1.conv1.weight", "layer4.1.conv2.weight"]
+    try:
+        for value in (0.25, 0.5):
+            for name in names:
+                session.set_sparsity(name, value)
+                assert_equal_results(settle(live), reference.evaluate(session.model))
+        assert live._cache.entries
+    finally:
+        live.close()
+
+
 def test_random_walk_over_layers_with_a_tiny_cache_budget(digits):
     """A seeded random walk over the demo CNN's sliders (and the global slider, undo and redo), with a cache
     budget that holds only some entries: every final equals the full forward."""
@@ -246,6 +273,86 @@ def test_random_walk_over_layers_with_a_tiny_cache_budget(digits):
             assert_equal_results(settle(live), reference.evaluate(session.model))
             used = sum(e[2] for e in live._cache.entries.values())
             assert used <= 0.3 * 2**20, f"step {step}: cache over budget"
+    finally:
+        live.close()
+
+
+class AddInPlace(nn.Module):
+    """A residual block that adds to its input in place (``x += f(x)``)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        x += torch.relu(self.fc(x))
+        return x
+
+
+def in_place_model() -> nn.Module:
+    torch.manual_seed(0)
+    layers = [nn.Flatten(), nn.Linear(64, 32), AddInPlace(32), AddInPlace(32), nn.Linear(32, 10)]
+    return nn.Sequential(*layers).eval()
+
+
+def test_stages_whose_input_is_modified_in_place_are_found(resnet18):
+    assert in_place_model_staged().mutated_inputs(torch.randn(2, 1, 8, 8)) == {2, 3}
+    assert StagedModel(resnet18).mutated_inputs(torch.randn(2, 3, 32, 32)) == {2}  # ReLU(inplace=True)
+    assert StagedModel(load_demo_model("cnn")).mutated_inputs(torch.randn(2, 1, 8, 8)) == set()
+
+
+def in_place_model_staged() -> StagedModel:
+    staged = StagedModel(in_place_model())
+    assert staged.ok
+    return staged
+
+
+def test_prefix_cache_never_caches_an_input_the_forward_modifies_in_place(digits):
+    """Regression: the activation entering an ``x += f(x)`` block was cached, and every run resuming from it
+    added to it again, so results drifted further from the truth at each move."""
+    session = PruningSession(in_place_model())
+    chunks = {"first_chunk": 64, "chunk_size": 128}
+    live = LiveEvaluator(session, digits, **chunks)
+    reference = Evaluator(session.model, digits, **chunks)
+    try:
+        assert live.prefix_cache_active and live._no_cache == {2, 3}
+        for name in ["3.fc.weight", "2.fc.weight", "4.weight"]:
+            for value in (0.3, 0.6, 0.9, 0.2):
+                session.set_sparsity(name, value)
+                assert_equal_results(settle(live), reference.evaluate(session.model))
+        assert 4 in live._cache.entries and not {2, 3} & set(live._cache.entries)
+    finally:
+        live.close()
+
+
+class LSTMChain(nn.Module):
+    """A chain whose stages pass a tuple (the LSTM's (output, state)) and index into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.lstm(self.embed(x))[0][:, -1])
+
+
+def test_prefix_cache_on_a_chain_that_passes_tuples():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randint(0, 20, (90, 6), generator=g), torch.randint(0, 3, (90,), generator=g))
+    session = PruningSession(LSTMChain().eval())
+    live = LiveEvaluator(session, data, first_chunk=20, chunk_size=30)
+    reference = Evaluator(session.model, data, first_chunk=20, chunk_size=30)
+    try:
+        assert live.prefix_cache_active
+        assert stage_names(live._staged) == ["embed", "lstm", "getitem", "getitem", "head"]
+        for value in (0.3, 0.6, 0.8):
+            for name in session.names:
+                session.set_sparsity(name, value)
+                assert_equal_results(settle(live), reference.evaluate(session.model))
+        assert live._cache.entries
     finally:
         live.close()
 
