@@ -8,17 +8,20 @@ session's starting point, so moving a slider prunes *further from the fine-tuned
 pruning, Han et al. 2015) instead of silently throwing the fine-tuning away. Until ``PruningSession``
 has a ``rebase`` method of its own, :func:`rebase_session` does this here, with these semantics:
 
-- the new "originals" are the current weights: kept entries trained, pruned entries 0;
-- the current plan gives exactly the current masks again (for magnitude, filter-norm, saliency, Taylor
-  and random criteria: the pruned entries are 0, so they rank lowest), and raising a sparsity prunes
-  more on top of them (nested masks);
+- the new "originals" are the current weights (and the biases / BatchNorm scales and shifts the session
+  tracks): kept entries trained, pruned entries 0;
+- the current plan gives exactly the current masks again (magnitude, filter norms, saliency, Taylor,
+  random, and BN-scale in structured scope: the pruned entries are 0, so they rank lowest; a criterion
+  that re-ranks differently is logged as a warning), and raising a sparsity prunes more on top of them
+  (nested masks);
 - ``session.reset()`` now returns to the *fine-tuned* dense weights (formerly pruned entries at 0).
   :func:`revert_finetune` brings back the pre-fine-tune state bit for bit (every parameter and
   buffer, and the session's originals), after which ``reset()`` is bit-identical to the pretrained model.
 
 With ``commit=False`` the session keeps its pre-fine-tune originals: any later plan change rewrites the
-changed layers from them (losing their fine-tuning), and BatchNorm statistics / untracked biases stay
-trained; call :func:`revert_finetune` to undo the training exactly.
+changed layers (weights, biases, BatchNorm scales/shifts) from them, losing their fine-tuning, while
+BatchNorm running statistics and untracked parameters stay trained; :func:`revert_finetune` undoes the
+training exactly.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class FinetuneResult:
 
 # --------------------------------------------------------------------------- masks
 def _pruned_entries(session: PruningSession) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(parameter, bool tensor True where pruned) for every pruned weight and removed-channel bias."""
+    """(parameter, bool tensor True where pruned) for every pruned weight and removed channel's tensors."""
     out = []
     with session.lock:
         for t in session.targets:
@@ -152,13 +155,15 @@ def _pruned_entries(session: PruningSession) -> list[tuple[torch.Tensor, torch.T
                 continue
             out.append((get_tensor(session.model, t.name), ~session.mask(t.name)))
             keep_channels = session.channel_mask(t.name)
-            if keep_channels is not None and t.bias_name:
-                out.append((get_tensor(session.model, t.bias_name), ~keep_channels))
+            if keep_channels is not None:
+                for x in session.channel_tensors(t.name):  # bias, BatchNorm scale and shift
+                    out.append((get_tensor(session.model, x), ~keep_channels))
     return out
 
 
 def reapply_masks(session: PruningSession) -> None:
-    """Set every pruned weight (and the bias of every removed channel) of ``session.model`` to +0.0."""
+    """Set every pruned weight (and the channel tensors of every removed channel: bias, BatchNorm scale
+    and shift) of ``session.model`` to +0.0, as the session does."""
     with session.lock, torch.no_grad():
         for p, pruned in _pruned_entries(session):
             p.masked_fill_(pruned, 0.0)
@@ -214,7 +219,7 @@ def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter], lr: float, w
 
 
 # --------------------------------------------------------------------------- session stand-ins
-_PRIVATE = ("_originals", "_bias_originals", "_ctx", "_rank_key", "_ranks", "_applied", "_mask_cache")
+_PRIVATE = ("_originals", "_extra_originals", "_ctx", "_rank_key", "_ranks", "_applied", "_mask_cache")
 
 
 def _check_private(session: PruningSession) -> None:
@@ -253,10 +258,8 @@ def rebase_session(session: PruningSession, before: Mapping[str, torch.Tensor] |
     with session.lock, torch.no_grad():
         reapply_masks(session)
         masks = {n: m.clone() for n, m in session.masks.items()}
-        for t in session.targets:
-            session._originals[t.name].copy_(get_tensor(session.model, t.name))
-            if t.name in session._bias_originals:
-                session._bias_originals[t.name].copy_(get_tensor(session.model, t.bias_name))
+        for name, orig in (*session._originals.items(), *session._extra_originals.items()):
+            orig.copy_(get_tensor(session.model, name))
     _reapply_from_originals(session, reason)
     moved = [n for n in session.names if not torch.equal(session.mask(n), masks[n])]
     if moved:  # e.g. bn_scale: the BatchNorm scales trained, so the ranking changed
@@ -274,24 +277,22 @@ def revert_finetune(session: PruningSession, result: FinetuneResult) -> None:
         raise PrunevizError("this FinetuneResult holds no snapshot (finetune(keep_snapshot=False)); cannot revert.")
     _check_private(session)
     with session.lock, torch.no_grad():
-        for t in session.targets:
-            if t.name in result.originals_before:
-                session._originals[t.name].copy_(result.originals_before[t.name])
-            key = "bias:" + t.name
-            if key in result.originals_before:
-                session._bias_originals[t.name].copy_(result.originals_before[key])
+        for name, orig in (*session._originals.items(), *session._extra_originals.items()):
+            if name in result.originals_before:
+                orig.copy_(result.originals_before[name])
         session.model.load_state_dict(result.state_before)
     _reapply_from_originals(session, "revert")
+
+
+def _tensor_names(session: PruningSession) -> list[str]:
+    """Every tensor the session keeps an original of: the weights and their channel tensors."""
+    return [*session.names, *(x for n in session.names for x in session.channel_tensors(n))]
 
 
 def _snapshot(session: PruningSession) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     with session.lock:
         state = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
-        originals = {t.name: session.original(t.name).clone() for t in session.targets}
-        for t in session.targets:
-            b = session.original_bias(t.name)
-            if b is not None:
-                originals["bias:" + t.name] = b.clone()
+        originals = {x: session.original_tensor(x).clone() for x in _tensor_names(session)}
     return state, originals
 
 

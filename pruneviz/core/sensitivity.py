@@ -172,9 +172,7 @@ class _Task:
     criterion: str | Criterion
     seed: int
     include: tuple[str, ...]
-    weight: torch.Tensor | None = None  # the layer's original weight and bias ("current" mode)
-    bias: torch.Tensor | None = None
-    bias_name: str | None = None
+    originals: dict[str, torch.Tensor] | None = None  # "current" mode: the layer's original weight and channel tensors
 
 
 #: Payloads installed once per worker process by the default pool's initializer (token -> pickled bytes).
@@ -223,10 +221,8 @@ def _run_task(payload: _Payload, task: _Task, cancel: Cancel = None,
         data = payload.load()
         model: nn.Module = data["model"]
         with torch.no_grad():
-            if task.weight is not None:
-                get_tensor(model, task.layer).copy_(task.weight)
-            if task.bias is not None and task.bias_name:
-                get_tensor(model, task.bias_name).copy_(task.bias)
+            for name, value in (task.originals or {}).items():
+                get_tensor(model, name).copy_(value)
         session = PruningSession(
             model, criterion=task.criterion, scope=task.scope, include=list(task.include),
             calib_data=data["calib"], loss_fn=data["loss_fn"], seed=task.seed,
@@ -280,16 +276,19 @@ def _criterion_spec(session: PruningSession, criterion: str | Criterion | None) 
     return custom
 
 
+def _layer_tensors(session: PruningSession, name: str) -> list[str]:
+    """The weight ``name`` and the tensors the session zeroes with its channels (bias, BatchNorm affine)."""
+    return [name, *session.channel_tensors(name)]
+
+
 def _base_model(session: PruningSession, others: str) -> nn.Module:
     """A copy of the session's model: all originals ("dense") or the current pruned weights ("current")."""
     with session.lock, torch.no_grad():
         model = copy.deepcopy(session.model)
         if others == "dense":
-            for t in session.targets:
-                get_tensor(model, t.name).copy_(session.original(t.name))
-                b = session.original_bias(t.name)
-                if b is not None:
-                    get_tensor(model, t.bias_name).copy_(b)
+            for n in session.names:
+                for x in _layer_tensors(session, n):
+                    get_tensor(model, x).copy_(session.original_tensor(x))
     return model.eval()
 
 
@@ -324,6 +323,8 @@ def sensitivity_sweep(
     in a caller's executor finish in the background; their results are dropped).
     """
     t0 = time.perf_counter()
+    if not (executor is None or executor == "inline" or isinstance(executor, cf.Executor)):
+        raise PrunevizError(f"executor must be None, 'inline' or a concurrent.futures.Executor, not {executor!r}.")
     if others not in OTHERS:
         raise PrunevizError(f"others must be one of {', '.join(OTHERS)}, got {others!r}.")
     scope = scope or ("structured" if session.plan.scope == "structured" else "layer")
@@ -363,12 +364,11 @@ def sensitivity_sweep(
     tasks = []
     with session.lock:
         for n in names:
-            w = b = None
+            originals = None
             if others == "current":
-                w, b = session.original(n).clone(), session.original_bias(n)
-                b = b.clone() if b is not None else None
+                originals = {x: session.original_tensor(x).clone() for x in _layer_tensors(session, n)}
             include = (glob.escape(n),) if local else every
-            tasks.append(_Task(n, lv, scope, crit, session.seed, include, w, b, session.target(n).bias_name))
+            tasks.append(_Task(n, lv, scope, crit, session.seed, include, originals))
 
     total = len(tasks) * len(lv)
     report = ProgressReporter(progress, total)
@@ -393,8 +393,6 @@ def sensitivity_sweep(
                 break
             results[task.layer] = res
     else:
-        if executor is not None and not isinstance(executor, cf.Executor):
-            raise PrunevizError(f"executor must be None, 'inline' or a concurrent.futures.Executor, not {executor!r}.")
         try:
             blob = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # noqa: BLE001 - unpicklable models, metric functions, criteria

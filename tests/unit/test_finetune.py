@@ -36,8 +36,9 @@ def assert_pruned_exactly_zero(session):
         assert int(pruned.sum()) == session.zeros(t.name)
         assert (w[pruned].view(torch.int32) == 0).all(), t.name  # +0.0 bit for bit
         keep = session.channel_mask(t.name)
-        if keep is not None and t.bias_name:
-            assert (get_tensor(session.model, t.bias_name).detach()[~keep] == 0).all()
+        if keep is not None:  # the removed channels' bias and BatchNorm scale/shift stay 0 too
+            for x in session.channel_tensors(t.name):
+                assert (get_tensor(session.model, x).detach()[~keep] == 0).all(), x
 
 
 def pruned_masks(session):

@@ -136,6 +136,21 @@ def test_others_current_uses_the_plan_for_other_layers(test_data):
     assert_unchanged(s, before)
 
 
+def test_others_current_structured_restores_the_swept_layers_channel_tensors(test_data):
+    s = PruningSession(load_demo_model("cnn"), criterion="l1_filter", scope="structured")
+    s.set_sparsities({"features.3.weight": 0.5, "features.7.weight": 0.25})
+    before = state_of(s)
+    current = Evaluator(s.model, test_data).baseline
+    r = sensitivity_sweep(s, test_data, levels=(0.0, 0.25, 0.5), layers=["features.3.weight", "features.7.weight"],
+                          others="current", executor="inline")
+    got = {(row.layer, row.sparsity): row for row in r.rows}
+    # the swept layer at its current ratio (from its originals, BatchNorm scale/shift included) is the current model
+    assert got[("features.3.weight", 0.5)].accuracy == current.accuracy
+    assert got[("features.3.weight", 0.5)].loss == pytest.approx(current.loss, rel=1e-6)
+    assert got[("features.7.weight", 0.25)].accuracy == current.accuracy
+    assert_unchanged(s, before)
+
+
 def test_gradient_criterion_and_unsupported_layers(test_data, cnn_batches):
     x, y = test_data
     s = PruningSession(load_demo_model("cnn"), criterion="saliency", calib_data=[(x[:64], y[:64])])
