@@ -14,13 +14,30 @@ from .errors import (
 )
 from .export import export_pruned_model, pruned_copy
 from .files import load_checkpoint
+from .finetune import EpochRecord, FinetuneResult, finetune, revert_finetune
 from .plan import SCOPES, Plan
 from .recipe import apply_recipe, apply_recipe_to_session, load_recipe, make_recipe, save_recipe
+from .schedules import SCHEDULES, ScheduleRecord, ScheduleResult, run_schedule, schedule_sparsities
+from .sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRow, SweepError, sensitivity_sweep
 from .session import PruningSession, SessionEvent
 from .stats import LayerStats, Summary, count_flops, measure_latency
 from .targets import Target, find_targets
 
 __all__ = [
+    "DEFAULT_LEVELS",
+    "EpochRecord",
+    "FinetuneResult",
+    "SCHEDULES",
+    "ScheduleRecord",
+    "ScheduleResult",
+    "SensitivityResult",
+    "SensitivityRow",
+    "SweepError",
+    "finetune",
+    "revert_finetune",
+    "run_schedule",
+    "schedule_sparsities",
+    "sensitivity_sweep",
     "CRITERIA",
     "SCOPES",
     "CheckpointError",

@@ -5,18 +5,15 @@ concurrent reader never sees half-updated weights) and re-zeroes the pruned weig
 
 What happens to the session afterwards (``commit=True``, the default): the fine-tuned weights become the
 session's starting point, so moving a slider prunes *further from the fine-tuned weights* (iterative
-pruning, Han et al. 2015) instead of silently throwing the fine-tuning away. Until ``PruningSession``
-has a ``rebase`` method of its own, :func:`rebase_session` does this here, with these semantics:
+pruning, Han et al. 2015) instead of silently throwing the fine-tuning away
+(:meth:`PruningSession.rebase`):
 
 - the new "originals" are the current weights (and the biases / BatchNorm scales and shifts the session
-  tracks): kept entries trained, pruned entries 0;
-- the current plan gives exactly the current masks again (magnitude, filter norms, saliency, Taylor,
-  random, and BN-scale in structured scope: the pruned entries are 0, so they rank lowest; a criterion
-  that re-ranks differently is logged as a warning), and raising a sparsity prunes more on top of them
-  (nested masks);
-- ``session.reset()`` now returns to the *fine-tuned* dense weights (formerly pruned entries at 0).
-  :func:`revert_finetune` brings back the pre-fine-tune state bit for bit (every parameter and
-  buffer, and the session's originals), after which ``reset()`` is bit-identical to the pretrained model.
+  tracks) where kept; pruned entries keep their previous original value;
+- every criterion ranks the pruned entries last, so the current plan gives exactly the current masks
+  again, raising a sparsity prunes more on top of them (nested masks) and lowering it revives old values;
+- ``session.reset()`` restores the pretrained model bit for bit (every parameter and buffer) and starts a
+  new history; :func:`revert_finetune` undoes one fine-tune exactly.
 
 With ``commit=False`` the session keeps its pre-fine-tune originals: any later plan change rewrites the
 changed layers (weights, biases, BatchNorm scales/shifts) from them, losing their fine-tuning, while
@@ -130,6 +127,7 @@ class FinetuneResult:
     elapsed: float = 0.0
     state_before: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     originals_before: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    pins_before: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def epochs_done(self) -> int:
@@ -218,53 +216,12 @@ def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter], lr: float, w
     raise PrunevizError(f"unknown optimizer {spec!r}; choose one of {', '.join(OPTIMIZERS)} or pass a factory.")
 
 
-# --------------------------------------------------------------------------- session stand-ins
-_PRIVATE = ("_originals", "_extra_originals", "_ctx", "_rank_key", "_ranks", "_applied", "_mask_cache")
-
-
-def _check_private(session: PruningSession) -> None:
-    missing = [a for a in _PRIVATE if not hasattr(session, a)]
-    if missing:
-        raise PrunevizError(
-            "this PruningSession cannot be rebased here (it lacks " + ", ".join(missing) + "); "
-            "use finetune(..., commit=False)."
-        )
-
-
-def _reapply_from_originals(session: PruningSession, reason: str) -> None:
-    """Drop cached scores/ranks/masks and rewrite every layer from the originals with the current plan."""
-    with session.lock:
-        session._ctx.cache.clear()
-        session._rank_key = None
-        session._ranks = {}
-        session._mask_cache.clear()
-        session._applied = {n: ("stale",) for n in session.names}
-    session.apply_plan(session.plan, reason=reason, record=False)
-
-
+# --------------------------------------------------------------------------- session
 def rebase_session(session: PruningSession, before: Mapping[str, torch.Tensor] | None = None,
                    reason: str = "finetune") -> None:
-    """Make the model's current (fine-tuned, masked) weights the session's starting point.
-
-    Uses ``session.rebase(before, reason=...)`` when the session has one; otherwise a stand-in that
-    replaces the session's original weights/biases by the current ones (pruned entries 0), recomputes
-    scores and re-applies the plan (the same masks for weight-based criteria). ``before`` is the
-    ``state_dict`` snapshot taken before training (the real method keeps it for undo).
-    """
-    if hasattr(session, "rebase"):
-        session.rebase(before, reason=reason)  # type: ignore[attr-defined]
-        return
-    _check_private(session)
-    with session.lock, torch.no_grad():
-        reapply_masks(session)
-        masks = {n: m.clone() for n, m in session.masks.items()}
-        for name, orig in (*session._originals.items(), *session._extra_originals.items()):
-            orig.copy_(get_tensor(session.model, name))
-    _reapply_from_originals(session, reason)
-    moved = [n for n in session.names if not torch.equal(session.mask(n), masks[n])]
-    if moved:  # e.g. bn_scale: the BatchNorm scales trained, so the ranking changed
-        log.warning("pruneviz: after fine-tuning, criterion %r re-ranks %s: their masks changed (the formerly "
-                    "pruned weights stay 0)", session.plan.criterion, ", ".join(moved))
+    """Make the model's current (fine-tuned, masked) weights the session's starting point
+    (:meth:`PruningSession.rebase`); ``before`` is the ``state_dict`` snapshot taken before training."""
+    session.rebase(before, reason=reason)
 
 
 def revert_finetune(session: PruningSession, result: FinetuneResult) -> None:
@@ -275,13 +232,7 @@ def revert_finetune(session: PruningSession, result: FinetuneResult) -> None:
     """
     if not result.state_before:
         raise PrunevizError("this FinetuneResult holds no snapshot (finetune(keep_snapshot=False)); cannot revert.")
-    _check_private(session)
-    with session.lock, torch.no_grad():
-        for name, orig in (*session._originals.items(), *session._extra_originals.items()):
-            if name in result.originals_before:
-                orig.copy_(result.originals_before[name])
-        session.model.load_state_dict(result.state_before)
-    _reapply_from_originals(session, "revert")
+    session.restore_originals(result.originals_before, result.state_before, result.pins_before)
 
 
 def _tensor_names(session: PruningSession) -> list[str]:
@@ -340,8 +291,6 @@ def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, 
               evaluator_kwargs: Mapping[str, Any] | None) -> FinetuneResult:
     if not isinstance(epochs, int) or epochs < 0:
         raise PrunevizError(f"epochs must be a whole number >= 0, got {epochs!r}.")
-    if commit and not hasattr(session, "rebase"):
-        _check_private(session)  # fail before training, not after
     loss_fn = loss_fn or F.cross_entropy
     model = session.model
     loader = make_loader(train_data, batch_size, seed)
@@ -357,7 +306,7 @@ def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, 
         b = ev.baseline
         initial = EpochRecord(0, 0, None, None, b.loss, b.accuracy)
     result = FinetuneResult([], initial, epochs, 0, total, state_before=state_before,
-                            originals_before=originals_before)
+                            originals_before=originals_before, pins_before=session.pins() if keep_snapshot else {})
     report = ProgressReporter(progress, total or 0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr, weight_decay, momentum)

@@ -116,7 +116,8 @@ class LiveEvaluator:
         self.session = session
         with session.lock:
             self._model = copy.deepcopy(session.model).eval()
-            self._states = {n: ("dense",) for n in session.names}
+            self._states = {n: ("dense", session.base_version) for n in session.names}  # it holds the originals
+            self._base_version = session.base_version
             with torch.no_grad():  # the baseline is the unpruned model
                 for t in session.targets:
                     get_tensor(self._model, t.name).copy_(session.original(t.name))
@@ -251,6 +252,10 @@ class LiveEvaluator:
         changed = []
         with s.lock, torch.no_grad():
             generation = s.generation
+            if s.base_version != self._base_version:  # fine-tuned: every parameter and buffer may differ
+                self._model.load_state_dict(s.model.state_dict())
+                self._base_version = s.base_version
+                self._states = {n: ("stale",) for n in s.names}
             for t in s.targets:
                 state = s.layer_state(t.name)
                 if state != self._states[t.name]:

@@ -106,16 +106,22 @@ def test_cancel_mid_epoch_leaves_consistent_recorded_model(split):
 
 def test_commit_makes_finetuned_weights_the_starting_point(split):
     model = load_demo_model("cnn")
+    pristine = snapshot(model)
     s = PruningSession(model, scope="global")
     s.set_global_sparsity(0.5)
     old = pruned_masks(s)
     finetune(s, split.train, num_threads=1, epochs=1)
+    assert s.rebased
     trained = snapshot(model)
     assert not torch.equal(trained["classifier.0.weight"], load_demo_model("cnn").state_dict()["classifier.0.weight"])
     # the rebase re-applied the same plan: same masks, same (trained) weights
     assert all(torch.equal(s.mask(n), old[n]) for n in s.names)
     assert_state_equal(model, trained)
-    assert all(torch.equal(s.original(n), trained[n]) for n in s.names)
+    # new originals: trained where kept, the pretrained value where pruned (revived by a lower sparsity)
+    for n in s.names:
+        keep = s.mask(n)
+        assert torch.equal(s.original(n)[keep], trained[n][keep])
+        assert torch.equal(s.original(n)[~keep], pristine[n][~keep])
     # pruning further starts from the fine-tuned weights: masks are nested
     s.set_global_sparsity(0.8)
     for n in s.names:
@@ -124,6 +130,11 @@ def test_commit_makes_finetuned_weights_the_starting_point(split):
         assert torch.equal(w[s.mask(n)], trained[n][s.mask(n)])
     assert s.summary().pruned_params == round(0.8 * s.summary().prunable_params)
     assert_pruned_exactly_zero(s)
+    s.set_global_sparsity(0.5)  # back to the rebased plan: exactly the fine-tuned model
+    assert_state_equal(model, trained)
+    s.reset()  # a rebased session's reset restores the pretrained model, bit for bit
+    assert_state_equal(model, pristine)
+    assert not s.rebased
 
 
 def test_revert_then_reset_is_bit_identical_to_pretrained(split):
@@ -212,4 +223,41 @@ def test_helpers_rezero_and_rebase():
     reapply_masks(s)
     assert_pruned_exactly_zero(s)
     rebase_session(s)
-    assert all(torch.equal(s.original(n), get_tensor(model, n)) for n in s.names)
+    for n in s.names:
+        keep = s.mask(n)
+        assert torch.equal(s.original(n)[keep], get_tensor(model, n)[keep])
+
+
+def test_live_evaluator_follows_a_finetune(split):
+    from pruneviz.core.evaluate import Evaluator
+    from pruneviz.core.live import LiveEvaluator
+    from pruneviz.data import digits_tensors
+
+    model = load_demo_model("cnn")
+    s = PruningSession(model, scope="structured", criterion="l1_filter")
+    data = digits_tensors("test")
+    live = LiveEvaluator(s, data)
+    try:
+        s.set_global_sparsity(0.6)
+        assert live.wait_idle(30)
+        collapsed = live.latest_final.accuracy
+        finetune(s, split.train, num_threads=1, epochs=2)
+        assert live.wait_idle(30)
+        fresh = Evaluator(model, data).evaluate(model)
+        assert live.latest_final.accuracy == fresh.accuracy > collapsed
+    finally:
+        live.close()
+
+
+@pytest.mark.parametrize("criterion", ["random", "magnitude", "bn_scale"])
+def test_rebase_keeps_masks_for_every_criterion_and_nests_further_pruning(split, criterion):
+    model = load_demo_model("cnn")
+    scope = "structured" if criterion == "bn_scale" else "layer"
+    s = PruningSession(model, criterion=criterion, scope=scope)
+    s.set_global_sparsity(0.5)
+    old = pruned_masks(s)
+    finetune(s, split.train, num_threads=1, epochs=1)
+    assert all(torch.equal(s.mask(n), old[n]) for n in s.names)
+    s.set_global_sparsity(0.7)
+    for n in s.names:
+        assert not (~old[n] & s.mask(n)).any(), n
