@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -257,11 +256,9 @@ def _default_context() -> mp.context.BaseContext:
 # --------------------------------------------------------------------------- the sweep
 def _calib(session: PruningSession, crit_needs_data: bool) -> tuple[list | None, Any]:
     """The session's calibration batches (materialised) and loss, shipped only for gradient criteria."""
-    ctx = getattr(session, "_ctx", None)
-    if not crit_needs_data or ctx is None or ctx.calib_data is None:
+    if not crit_needs_data or not session.has_calib_data:
         return None, None
-    batches = [(b[0], b[1]) for b in islice(ctx.calib_data, getattr(ctx, "max_batches", 8))]
-    return batches, ctx.loss_fn
+    return session.calibration()
 
 
 def _criterion_spec(session: PruningSession, criterion: str | Criterion | None) -> str | Criterion:
@@ -270,10 +267,10 @@ def _criterion_spec(session: PruningSession, criterion: str | Criterion | None) 
     name = criterion if criterion is not None else session.plan.criterion
     if name in CRITERIA:
         return name
-    custom = getattr(session, "_criteria", {}).get(name)  # a Criterion instance the session was given
-    if custom is None:
-        raise PrunevizError(f"unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}.")
-    return custom
+    try:
+        return session.criterion(name)  # e.g. a Criterion instance the session was given
+    except PrunevizError:
+        raise PrunevizError(f"unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}.") from None
 
 
 def _layer_tensors(session: PruningSession, name: str) -> list[str]:

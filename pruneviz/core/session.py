@@ -180,6 +180,17 @@ class PruningSession:
         self._check_name(name)
         return self._bn_of.get(name)
 
+    def calibration(self) -> tuple[list[Batch] | None, Callable | None]:
+        """The calibration batches (at most as many as the gradient criteria use) and the loss function."""
+        if self._ctx.calib_data is None:
+            return None, self._ctx.loss_fn
+        batches = [(b[0], b[1]) for _, b in zip(range(self._ctx.max_batches), self._ctx.calib_data, strict=False)]
+        return batches, self._ctx.loss_fn
+
+    def criterion(self, name: str | None = None) -> Criterion:
+        """The criterion object called ``name`` (default: the plan's), including custom ones given to the session."""
+        return self._criterion(name or self._plan.criterion)
+
     @property
     def has_calib_data(self) -> bool:
         """Whether the session has calibration batches (needed by the gradient criteria)."""
