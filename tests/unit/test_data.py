@@ -306,3 +306,18 @@ def test_missing_files_error_says_where_and_download(tmp_path, no_network, name,
 def test_unknown_torchvision_dataset(tmp_path):
     with pytest.raises(ValueError, match="'mnist'.*'fashion-mnist'.*'cifar10'"):
         load_torchvision_dataset("imagenet", tmp_path)
+
+
+def test_stored_seed0_split_and_direct_read_match_scikit_learn():
+    """The app reads the digits without importing scikit-learn; it must be exactly load_digits + its split."""
+    from sklearn.datasets import load_digits
+
+    from pruneviz.data import digits as d
+
+    images, labels = d._raw_digits()
+    bunch = load_digits()
+    assert np.array_equal(images, (bunch.images / 16.0).astype(np.float32))
+    assert np.array_equal(labels, bunch.target)
+    stored = np.load(d._CACHED_SPLIT)
+    for got, want in zip((stored[k] for k in ("train", "val", "test")), d._split(labels, 0), strict=True):
+        assert np.array_equal(got, want)
