@@ -44,7 +44,8 @@ class Dashboard(W.VBox):
 
     def _explorer(self, name: str) -> W.Widget:
         if name not in self.explorers:
-            self.explorers[name] = self._explore(name)  # the demo model on the digits test split
+            # the demo model on the digits test split; plotly.js loads once the page is interactive
+            self.explorers[name] = self._explore(name, defer_plots=True)
         return self.explorers[name]
 
     def _show(self, name: str) -> None:

@@ -21,6 +21,7 @@ from .allocation import LayerAllocation
 from .base import CSS, ViewContext, esc, fmt_count
 from .changes import WhatChanged
 from .controls import Controls
+from .deferred import DeferredPlotly
 from .errors import ErrorArea
 from .figures import make_main_figure
 from .filters import FilterImportance
@@ -52,8 +53,10 @@ class Explorer(widgets.VBox):
         subset_size: int | None = None,
         title: str | None = None,
         live_options: dict[str, Any] | None = None,
+        defer_plots: bool = False,
     ) -> None:
         self.session = session
+        self._deferred: DeferredPlotly | None = None
         self.errors = ErrorArea()
         self.status = StatusIndicator()
         self.live: LiveEvaluator | None = None
@@ -69,6 +72,8 @@ class Explorer(widgets.VBox):
                 if isinstance(part, widgets.Widget):
                     _close_tree(part)
             raise
+        if defer_plots:  # the app: plotly.js loads once the page is interactive (see deferred.py)
+            self._deferred = DeferredPlotly([self.main_figure, self.filter_figure])
         super().__init__(self._layout(session, title), layout=widgets.Layout(width="100%"))
         self.add_class("pv-explorer")
 
@@ -135,7 +140,8 @@ class Explorer(widgets.VBox):
             layout=widgets.Layout(width="900px", min_width="880px"),
         )
         body = widgets.HBox([self.controls, right], layout=widgets.Layout(flex_flow="row wrap", width="100%"))
-        return [header, self.headline, self.errors, body]
+        parts = [header, self.headline, self.errors, body]
+        return parts + [self._deferred.widget] if self._deferred is not None else parts
 
     # ---------------------------------------------------------------- dispatch
     def _on_session(self, event: SessionEvent) -> None:
@@ -253,6 +259,7 @@ def explore(
     subset_size: int | None = None,
     title: str | None = None,
     seed: int = 0,
+    defer_plots: bool = False,
     **live_options: Any,
 ) -> Explorer:
     """Open the pruning explorer.
@@ -263,7 +270,8 @@ def explore(
     ``(inputs, labels)`` batches for the gradient criteria (saliency, Taylor). ``example_input``: for
     FLOPs (default: one sample of ``data``). ``subset_size``: evaluate on a fixed stratified subset of this
     many samples. ``class_names``: labels for the per-class bars and the gallery. Other keyword arguments
-    go to the live evaluator (``first_chunk``, ``chunk_size``, ...).
+    go to the live evaluator (``first_chunk``, ``chunk_size``, ...). ``defer_plots``: load plotly.js only once
+    the page has rendered, so the controls are interactive sooner (the Voila app uses it).
 
     >>> import pruneviz as pv
     >>> app = pv.explore()                      # the demo
@@ -286,4 +294,4 @@ def explore(
             calib_data = list(calib_data)
         session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed)
     return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
-                    title=title, live_options=live_options)
+                    title=title, live_options=live_options, defer_plots=defer_plots)
