@@ -63,7 +63,7 @@ def set_global(app: AppPage, percent: int) -> None:
     app.wait_idle()
 
 
-def time_to_interactive(browser, server: VoilaServer) -> tuple[float, int]:
+def time_to_interactive(browser, server: VoilaServer) -> tuple[float, int, float, int]:
     """Page request until the slider responds (a key press on it changed the headline), and the websocket
     bytes received until the page was interactive."""
     page = browser.new_page(viewport={"width": 1500, "height": 1300})
@@ -79,8 +79,11 @@ def time_to_interactive(browser, server: VoilaServer) -> tuple[float, int]:
     received = counter.bytes
     press_until_change(app, selector=HEADLINE)  # the kernel answered the slider: "1 % of weights removed"
     tti = time.monotonic() - t0
+    page.wait_for_selector(".pv-hist .main-svg")  # plotly.js arrives after the page is interactive
+    page.wait_for_selector(".pv-filters .main-svg")
+    plots_s, with_plots = time.monotonic() - t0, counter.bytes
     app.close()
-    return tti, received
+    return tti, received, plots_s, with_plots
 
 
 def wait_preheated(server: VoilaServer, seconds: float) -> None:
@@ -102,13 +105,13 @@ def main() -> None:
         browser = launch_browser(pw)
         cold = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False")
         try:
-            cold_tti, cnn_bytes = time_to_interactive(browser, cold)
+            cold_tti, cnn_bytes, cold_plots, cnn_all = time_to_interactive(browser, cold)
         finally:
             cold.stop()
         hot = VoilaServer("dashboard.ipynb")
         try:
             wait_preheated(hot, args.preheat_wait)
-            hot_tti, _ = time_to_interactive(browser, hot)
+            hot_tti, _, hot_plots, _ = time_to_interactive(browser, hot)
             wait_preheated(hot, args.preheat_wait)
             app = AppPage(browser, hot.url)
             set_global(app, 80)  # from 80 % every 1 % step changes the digits CNN's accuracy
@@ -122,13 +125,15 @@ def main() -> None:
         os.environ["PRUNEVIZ_MODEL"] = "mlp"
         mlp = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False")
         try:
-            _, mlp_bytes = time_to_interactive(browser, mlp)
+            _, mlp_bytes, _, mlp_all = time_to_interactive(browser, mlp)
         finally:
             mlp.stop()
             del os.environ["PRUNEVIZ_MODEL"]
         browser.close()
     results["time_to_interactive_s"] = {"cold": round(cold_tti, 2), "preheated": round(hot_tti, 2)}
     results["ws_bytes"] = {"digits_cnn": cnn_bytes, "digits_mlp": mlp_bytes}
+    results["ws_bytes_with_plots"] = {"digits_cnn": cnn_all, "digits_mlp": mlp_all}
+    results["time_to_plots_s"] = {"cold": round(cold_plots, 2), "preheated": round(hot_plots, 2)}
     results["slider_to_accuracy_s"] = round(statistics.median(slider), 3)
     results["slider_to_accuracy_all_s"] = [round(s, 3) for s in slider]
     rows = [
@@ -141,6 +146,8 @@ def main() -> None:
     print(f"{'measure':34} {'value':>9} {'target':>9}  result")
     for name, value, target, unit in rows:
         print(f"{name:34} {value:>8.2f}{unit[0]} {target:>8.2f}{unit[0]}  {'PASS' if value <= target else 'FAIL'}")
+    print(f"plots drawn: cold {cold_plots:.2f} s, preheated {hot_plots:.2f} s; websocket bytes with the plots: "
+          f"CNN {cnn_all / 1e6:.2f} MB, MLP {mlp_all / 1e6:.2f} MB")
     growth = mlp_bytes / max(cnn_bytes, 1)
     print(f"MLP/CNN websocket bytes: {growth:.3f} (payload does not grow with the layers shown)")
     if args.json:

@@ -11,6 +11,7 @@ plots follow about a second later.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 
 import anywidget
@@ -56,9 +57,14 @@ export default {
 
 
 class DeferredPlotly:
-    """Holds figures on the placeholder module until :meth:`load` (called once the page has rendered)."""
+    """Holds figures on the placeholder module until :meth:`load` (called once the page has rendered).
 
-    def __init__(self, figures: Sequence[go.FigureWidget]) -> None:
+    The figures load one after another, ``stagger_s`` apart, so the browser evaluates one bundle at a time
+    and a slider press never waits behind more than one (~1 s here) instead of all of them.
+    """
+
+    def __init__(self, figures: Sequence[go.FigureWidget], stagger_s: float = 1.5) -> None:
+        self.stagger_s = stagger_s
         self._real = [(fig, fig._esm) for fig in figures]
         for fig in figures:
             fig._esm = PLACEHOLDER_ESM
@@ -70,8 +76,20 @@ class DeferredPlotly:
         if self.loaded:
             return
         self.loaded = True
-        for fig, esm in self._real:
-            try:
-                fig._esm = esm
-            except Exception:  # noqa: BLE001 - a figure closed meanwhile
-                log.debug("could not load plotly for a figure", exc_info=True)
+        self._load_next(list(self._real))
+
+    def _load_next(self, pending: list) -> None:
+        if not pending:
+            return
+        fig, esm = pending.pop(0)
+        try:
+            fig._esm = esm
+        except Exception:  # noqa: BLE001 - a figure closed meanwhile
+            log.debug("could not load plotly for a figure", exc_info=True)
+        if pending:
+            if self.stagger_s <= 0:
+                self._load_next(pending)
+            else:
+                timer = threading.Timer(self.stagger_s, self._load_next, args=(pending,))
+                timer.daemon = True
+                timer.start()
