@@ -148,8 +148,8 @@ def main() -> None:
         print(f"{name:34} {value:>8.2f}{unit[0]} {target:>8.2f}{unit[0]}  {'PASS' if value <= target else 'FAIL'}")
     print(f"plots drawn: cold {cold_plots:.2f} s, preheated {hot_plots:.2f} s; websocket bytes with the plots: "
           f"CNN {cnn_all / 1e6:.2f} MB, MLP {mlp_all / 1e6:.2f} MB")
-    growth = mlp_bytes / max(cnn_bytes, 1)
-    print(f"MLP/CNN websocket bytes: {growth:.3f} (payload does not grow with the layers shown)")
+    growth = mlp_all / max(cnn_all, 1)
+    print(f"MLP/CNN websocket bytes with the plots: {growth:.3f} (the payload does not grow with the layers shown)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
