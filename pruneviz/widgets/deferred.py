@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_ESM = """
 export default {
   render({ el }) {
-    el.classList.add("pv-plot-loading");
-    el.textContent = "loading the plots…";
+    const note = document.createElement("div");
+    note.className = "pv-plot-loading";
+    note.textContent = "loading the plots…";
+    el.appendChild(note);
+    return () => note.remove();  // anywidget calls this before it draws with the real module
   }
 };
 """

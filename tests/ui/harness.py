@@ -94,6 +94,13 @@ class AppPage:
     def wait_idle(self) -> None:
         self.page.wait_for_selector(".pv-dashboard .pv-status.pv-idle")
 
+    def wait_plots(self) -> None:
+        """The plots draw after the page is interactive (plotly.js is loaded once the page shows)."""
+        for sel in (".pv-dashboard .pv-hist .main-svg", ".pv-dashboard .pv-filters .main-svg"):
+            self.page.locator(sel).last.wait_for(state="visible")
+        self.page.wait_for_function("() => !Array.from(document.querySelectorAll('.pv-plot-loading'))"
+                                    ".some(e => e.offsetParent !== null)")
+
     def text(self, selector: str) -> str:
         return self.page.locator(selector).first.inner_text()
 

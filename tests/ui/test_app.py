@@ -44,7 +44,7 @@ def test_page_loads_with_controls_plots_and_no_errors(browser, voila_server):
     app = AppPage(browser, voila_server.url)
     try:
         page = app.page
-        for sel in (".pv-criterion", ".pv-scope", ".pv-global-slider", ".pv-hist .main-svg",
+        for sel in (".pv-criterion", ".pv-scope", ".pv-global-slider",
                     ".pv-headline", ".pv-accuracy", ".pv-model-picker"):
             assert page.locator(f".pv-dashboard {sel}").first.is_visible(), sel
         assert "%" in app.text(ACCURACY)
@@ -52,6 +52,10 @@ def test_page_loads_with_controls_plots_and_no_errors(browser, voila_server):
         assert not app.errors, app.errors
         body = page.inner_text("body")
         assert "Traceback" not in body and "<pruneviz" not in body and "object at 0x" not in body
+        app.wait_plots()  # plotly.js follows the interactive page
+        for sel in (".pv-hist .main-svg", ".pv-filters .main-svg"):
+            assert page.locator(f".pv-dashboard {sel}").first.is_visible(), sel
+        assert not app.errors, app.errors
         app.screenshot("app-loaded.png")
     finally:
         app.close()
@@ -78,6 +82,7 @@ def test_global_slider_by_keyboard_and_readout(browser, voila_server):
         head1 = app.text(HEADLINE)
         assert head1 != head0 and re.search(r"\b85\s?% of weights removed", head1), head1
         assert not app.app_errors() and not app.errors
+        app.wait_plots()
         app.screenshot("app-pruned.png")
     finally:
         app.close()
@@ -127,6 +132,7 @@ def test_model_picker_switches_to_the_mlp(browser, voila_server):
         )
         app.wait_idle()
         assert "%" in app.text(ACCURACY)
+        app.wait_plots()  # the MLP's own figures load too
         assert not app.app_errors() and not app.errors
         app.screenshot("app-mlp.png")
     finally:
