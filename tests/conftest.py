@@ -73,3 +73,22 @@ def resnet18(_resnet18_template) -> nn.Module:
     import copy
 
     return copy.deepcopy(_resnet18_template)
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """One intra-op thread for a module (restored after): as fast for the small demo models, and immune to
+    OpenMP oversubscription when the 2-core machine is busy (measured: the Wilson stress test took 0.7 s
+    idle, 28 s with 2 threads under load, 2-3 s with 1 thread under the same load)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits test split as (x, y) tensors."""
+    from pruneviz.data import digits_tensors
+
+    return digits_tensors("test")

@@ -14,23 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pruneviz.core import EvaluationError, PruningSession
 from pruneviz.core.evaluate import EvalResult, Evaluator, stratified_order, wilson_interval
-from pruneviz.data import digits_tensors, load_demo_model
+from pruneviz.data import load_demo_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """One intra-op thread for this module (restored after): as fast for these small models, and immune to
-    OpenMP oversubscription when the 2-core machine is busy (measured: the Wilson stress test took 0.7 s
-    idle, 28 s with 2 threads under load, 2-3 s with 1 thread under the same load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_tensors("test")
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture
