@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from pathlib import Path
 
 import ipywidgets as W
 
@@ -22,10 +23,14 @@ MODEL_LABELS = {"cnn": "Small CNN (with BatchNorm)", "mlp": "MLP (LeNet-300-100 
 class Dashboard(W.VBox):
     """Model picker + the explorer of the picked model."""
 
-    def __init__(self, models: tuple[str, ...] = ("cnn", "mlp"), initial: str = "cnn") -> None:
+    def __init__(self, models: tuple[str, ...] = ("cnn", "mlp"), initial: str = "cnn",
+                 static_dir: str | os.PathLike | None = None) -> None:
+        from pruneviz.widgets.deferred import publish_plotly_bundle
         from pruneviz.widgets.explorer import explore
 
         self._explore = explore
+        # Voila serves files beside the notebook (the kernel's working folder): the browser imports plotly from there
+        self._bundle = publish_plotly_bundle(Path.cwd() if static_dir is None else static_dir)
         self.explorers: dict[str, W.Widget] = {}
         self.picker = W.ToggleButtons(
             options=[(MODEL_LABELS.get(m, DEMO_MODELS.get(m, m)), m) for m in models],
@@ -45,7 +50,7 @@ class Dashboard(W.VBox):
     def _explorer(self, name: str) -> W.Widget:
         if name not in self.explorers:
             # the demo model on the digits test split; plotly.js loads once the page is interactive
-            self.explorers[name] = self._explore(name, defer_plots=True)
+            self.explorers[name] = self._explore(name, defer_plots=True, plotly_bundle=self._bundle)
         return self.explorers[name]
 
     def _show(self, name: str) -> None:
@@ -70,12 +75,15 @@ class Dashboard(W.VBox):
                 close()
 
 
-def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str | None = None) -> Dashboard:
+def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str | None = None,
+              static_dir: str | os.PathLike | None = None) -> Dashboard:
     """The app: pick an embedded model, prune it, watch accuracy, size and FLOPs.
 
     The first model shown is ``initial``, else the ``PRUNEVIZ_MODEL`` environment variable, else the first.
+    ``static_dir`` (default: the working folder, which is the notebook's under Voila) receives a copy of
+    plotly's bundle in ``_static/`` for the browser to import (allowlisted in ``notebooks/voila.json``).
     """
     initial = initial or os.environ.get("PRUNEVIZ_MODEL") or models[0]
     if initial not in models:
         initial = models[0]
-    return Dashboard(models, initial)
+    return Dashboard(models, initial, static_dir)

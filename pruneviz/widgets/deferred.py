@@ -1,24 +1,62 @@
 """Load plotly.js after the page is interactive.
 
 Every plotly ``FigureWidget`` ships the whole plotly.js bundle (~5 MB) as its anywidget module, and the
-browser evaluates it before the page becomes interactive: about 1 s per figure on a 2-core laptop, on top
-of Voila's own ~2 s. So the app builds its figures with a tiny placeholder module, and a small widget that
-reports "rendered" from the browser swaps the real module in. anywidget reloads a widget's module when
-``_esm`` changes and draws the figure from the state it already holds: the sliders work at once and the
-plots follow about a second later.
+browser evaluates it before the page becomes interactive: ~0.75-1 s of blocked page per evaluation on a
+2-core laptop, on top of Voila's own ~1.5 s. So the app builds its figures with a tiny placeholder module,
+and a small widget reports "rendered" once the browser has drawn the page and the visitor has left it alone
+for a second; then the real module is swapped in. anywidget reloads a widget's module when ``_esm`` changes
+and draws the figure from the state it already holds: the sliders work at once and the plots follow.
+
+Served by Voila, the bundle need not travel over the websocket at all: :func:`publish_plotly_bundle` copies it
+once beside the notebook (``_static/``, allowlisted in ``notebooks/voila.json``), the browser imports it by URL
+(compiled off the main thread, evaluated once for every figure, cached by the browser) and the figures get
+that URL as their module. Where the file cannot be served (JupyterLab, another Voila configuration) the page
+says so and the figures get the inline bundle as before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import anywidget
+import plotly
 import plotly.graph_objects as go
 import traitlets
 
+from ..core.files import atomic_write
+
 log = logging.getLogger(__name__)
+
+#: Folder, beside the notebook, that holds the copy of plotly's widget bundle Voila serves.
+STATIC_DIR = "_static"
+BUNDLE_NAME = f"plotly-widget-{plotly.__version__}.js"
+_BUNDLE_SOURCE = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+
+
+def publish_plotly_bundle(directory: str | os.PathLike) -> str | None:
+    """Copy plotly's widget bundle to ``directory/_static/`` (once per plotly version) so Voila can serve it.
+
+    Returns its path relative to ``directory``, or None (logged) when it cannot be written; the figures then
+    carry the bundle inline.
+    """
+    dest = Path(directory) / STATIC_DIR / BUNDLE_NAME
+    try:
+        size = _BUNDLE_SOURCE.stat().st_size
+        if not (dest.is_file() and dest.stat().st_size == size):
+            dest.parent.mkdir(exist_ok=True)
+            data = _BUNDLE_SOURCE.read_bytes()
+            atomic_write(dest, lambda f: f.write(data))
+            dest.chmod(0o644)  # a temporary file is private to its owner; this one is served
+    except Exception:  # noqa: BLE001 - read-only folder, missing bundle: fall back to the inline module
+        log.warning("pruneviz: could not publish plotly's bundle to %s; the plots carry it inline", dest,
+                    exc_info=True)
+        return None
+    return f"{STATIC_DIR}/{BUNDLE_NAME}"
 
 PLACEHOLDER_ESM = """
 export default {
@@ -34,21 +72,61 @@ export default {
 
 
 class PageReady(anywidget.AnyWidget):
-    """Sends one message to the kernel when the browser has drawn it (class ``pv-page-ready``)."""
+    """Sends one message to the kernel when the browser has drawn it (class ``pv-page-ready``).
+
+    With a ``bundle`` path set, the browser first looks for that file under Voila's ``voila/files/`` route
+    and imports it; the message then carries its absolute URL (``esm_url``), or null if it failed.
+    """
 
     _esm = """
+async function preload(path) {
+  if (!path) return null;
+  try {
+    let base = "/";
+    const config = document.getElementById("jupyter-config-data");
+    if (config) base = JSON.parse(config.textContent).baseUrl || "/";
+    // Voila serves the notebook's folder under voila/files/ (in tree mode the notebook may sit in a subfolder)
+    const m = location.pathname.match(/\\/voila\\/render\\/(.*\\/)?[^/]*$/);
+    // "?v=" makes Tornado send a long cache lifetime (the file name carries plotly's version)
+    const url = new URL(base + "voila/files/" + (m && m[1] ? m[1] : "") + path + "?v=1", location.origin).href;
+    const head = await fetch(url, { method: "HEAD" });
+    if (!head.ok) return null;
+    await import(url);  // compiled off the main thread, evaluated once; the figures then import it from cache
+    return url;
+  } catch (e) {
+    console.warn("pruneviz: plotly bundle not served, the plots load it inline", e);
+    return null;
+  }
+}
+// Evaluating plotly.js blocks the page for ~0.75 s here: start it only once the visitor has left the page
+// alone for QUIET_MS (no key, click, wheel or drag), so a slider press never waits behind it.
+const QUIET_MS = 1000;
+function whenQuiet(fn) {
+  const events = ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"];
+  let timer = null;
+  const arm = (e) => {
+    if (e && e.type === "pointermove" && !e.buttons) return;  // only drags count, not a resting mouse
+    clearTimeout(timer);
+    timer = setTimeout(go, QUIET_MS);
+  };
+  const go = () => {
+    events.forEach((t) => window.removeEventListener(t, arm, true));
+    if (window.requestIdleCallback) { window.requestIdleCallback(fn, { timeout: 1000 }); } else { fn(); }
+  };
+  events.forEach((t) => window.addEventListener(t, arm, { capture: true, passive: true }));
+  arm();
+}
 export default {
   render({ model }) {
-    // ask for plotly.js when the browser is idle after drawing the page, not in the middle of it
-    const send = () => model.send({ event: "rendered" });
-    if (window.requestIdleCallback) { window.requestIdleCallback(send, { timeout: 1500 }); } else { setTimeout(send, 300); }
+    whenQuiet(async () => model.send({ event: "rendered", esm_url: await preload(model.get("bundle")) }));
   }
 };
 """
+    bundle = traitlets.Unicode("").tag(sync=True)
     rendered = traitlets.Bool(False).tag(sync=False)
 
-    def __init__(self, on_rendered: Callable[[], None]) -> None:
-        super().__init__(layout={"width": "0px", "height": "0px", "overflow": "hidden"})
+    def __init__(self, on_rendered: Callable[[str | None], None], bundle: str | None = None) -> None:
+        super().__init__(layout={"width": "0px", "height": "0px", "overflow": "hidden"}, bundle=bundle or "")
         self.add_class("pv-page-ready")
         self._callback = on_rendered
         self.on_msg(self._on_msg)
@@ -56,7 +134,14 @@ export default {
     def _on_msg(self, _widget: object, content: dict, _buffers: object) -> None:
         if isinstance(content, dict) and content.get("event") == "rendered" and not self.rendered:
             self.rendered = True
-            self._callback()
+            self._callback(self._checked_url(content.get("esm_url")))
+
+    def _checked_url(self, url: object) -> str | None:
+        """The browser's URL for the bundle, if it is one (http(s), ending in our bundle's path)."""
+        if not (self.bundle and isinstance(url, str)):
+            return None
+        ok = re.fullmatch(r"https?://[^\s\"'<>]+", url) and url.split("?")[0].endswith("/" + self.bundle)
+        return url if ok else None
 
 
 class DeferredPlotly:
@@ -66,20 +151,26 @@ class DeferredPlotly:
     and a slider press never waits behind more than one (~1 s here) instead of all of them.
     """
 
-    def __init__(self, figures: Sequence[go.FigureWidget], stagger_s: float = 1.5) -> None:
+    def __init__(self, figures: Sequence[go.FigureWidget], stagger_s: float = 1.5,
+                 bundle: str | None = None) -> None:
         self.stagger_s = stagger_s
         self._real = [(fig, fig._esm) for fig in figures]
         for fig in figures:
             fig._esm = PLACEHOLDER_ESM
         self.loaded = False
-        self.widget = PageReady(self.load)
+        self.esm_url: str | None = None
+        self.widget = PageReady(self.load, bundle)
 
-    def load(self) -> None:
-        """Send each figure its real plotly.js module (the browser then draws it)."""
+    def load(self, esm_url: str | None = None) -> None:
+        """Send each figure its real plotly.js module: ``esm_url`` (the browser already imported it) or inline."""
         if self.loaded:
             return
         self.loaded = True
-        self._load_next(list(self._real))
+        self.esm_url = esm_url
+        pending = [(fig, esm_url or esm) for fig, esm in self._real]
+        if esm_url:  # the module is evaluated already: each figure only draws, no need to wait long between
+            self.stagger_s = min(self.stagger_s, 0.3)
+        self._load_next(pending)
 
     def _load_next(self, pending: list) -> None:
         if not pending:

@@ -54,6 +54,7 @@ class Explorer(widgets.VBox):
         title: str | None = None,
         live_options: dict[str, Any] | None = None,
         defer_plots: bool = False,
+        plotly_bundle: str | None = None,
     ) -> None:
         self.session = session
         self._deferred: DeferredPlotly | None = None
@@ -73,7 +74,7 @@ class Explorer(widgets.VBox):
                     _close_tree(part)
             raise
         if defer_plots:  # the app: plotly.js loads once the page is interactive (see deferred.py)
-            self._deferred = DeferredPlotly([self.main_figure, self.filter_figure])
+            self._deferred = DeferredPlotly([self.main_figure, self.filter_figure], bundle=plotly_bundle)
         super().__init__(self._layout(session, title), layout=widgets.Layout(width="100%"))
         self.add_class("pv-explorer")
 
@@ -260,6 +261,7 @@ def explore(
     title: str | None = None,
     seed: int = 0,
     defer_plots: bool = False,
+    plotly_bundle: str | None = None,
     **live_options: Any,
 ) -> Explorer:
     """Open the pruning explorer.
@@ -271,7 +273,9 @@ def explore(
     FLOPs (default: one sample of ``data``). ``subset_size``: evaluate on a fixed stratified subset of this
     many samples. ``class_names``: labels for the per-class bars and the gallery. Other keyword arguments
     go to the live evaluator (``first_chunk``, ``chunk_size``, ...). ``defer_plots``: load plotly.js only once
-    the page has rendered, so the controls are interactive sooner (the Voila app uses it).
+    the page has rendered, so the controls are interactive sooner (the Voila app uses it); ``plotly_bundle``: with
+    it, the path (beside the notebook, see ``publish_plotly_bundle``) of plotly's bundle for the browser to import
+    by URL instead of receiving it over the websocket.
 
     >>> import pruneviz as pv
     >>> app = pv.explore()                      # the demo
@@ -294,4 +298,5 @@ def explore(
             calib_data = list(calib_data)
         session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed)
     return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
-                    title=title, live_options=live_options, defer_plots=defer_plots)
+                    title=title, live_options=live_options, defer_plots=defer_plots,
+                    plotly_bundle=plotly_bundle)

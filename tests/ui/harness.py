@@ -83,6 +83,10 @@ class AppPage:
         self.errors: list[str] = []
         self.page = browser.new_page(viewport={"width": 1500, "height": 1300})
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.ws_bytes = 0  # everything received over the page's websockets
+        self.page.on("websocket", lambda ws: ws.on("framereceived", self._count))
+        self.files: list[tuple[int, str]] = []  # (status, url) of files Voila served beside the notebook
+        self.page.on("response", lambda r: self.files.append((r.status, r.url)) if "/voila/files/" in r.url else None)
         self.page.set_default_timeout(timeout_ms)
         self.t0 = time.monotonic()
         self.page.goto(url, wait_until="domcontentloaded")
@@ -90,6 +94,9 @@ class AppPage:
         self.page.wait_for_selector(".pv-global-slider .noUi-handle")
         self.wait_idle()
         self.load_s = time.monotonic() - self.t0
+
+    def _count(self, payload) -> None:
+        self.ws_bytes += len(payload.encode() if isinstance(payload, str) else payload)
 
     def wait_idle(self) -> None:
         self.page.wait_for_selector(".pv-dashboard .pv-status.pv-idle")

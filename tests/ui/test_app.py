@@ -56,6 +56,9 @@ def test_page_loads_with_controls_plots_and_no_errors(browser, voila_server):
         for sel in (".pv-hist .main-svg", ".pv-filters .main-svg"):
             assert page.locator(f".pv-dashboard {sel}").first.is_visible(), sel
         assert not app.errors, app.errors
+        # plotly.js came once as a file Voila serves, not as 5 MB per figure over the websocket
+        assert any(status == 200 and "/_static/plotly-widget-" in url for status, url in app.files), app.files
+        assert app.ws_bytes < 2e6, app.ws_bytes
         app.screenshot("app-loaded.png")
     finally:
         app.close()
@@ -64,7 +67,9 @@ def test_page_loads_with_controls_plots_and_no_errors(browser, voila_server):
 def test_global_slider_by_keyboard_and_readout(browser, voila_server):
     app = AppPage(browser, voila_server.url)
     try:
+        app.wait_plots()  # the histogram draws once the page has been left alone for a second
         acc0, head0, hist0 = app.text(ACCURACY), app.text(HEADLINE), hist_signature(app)
+        assert hist0
         handle = app.page.locator(".pv-dashboard .pv-global-slider .noUi-handle").first
         handle.focus()
         for _ in range(5):
@@ -156,5 +161,22 @@ def test_ten_loads_in_a_row_without_hang_or_kernel_pile_up(browser):
         while len(server.kernel_pids()) > 2 and time.monotonic() < deadline:
             time.sleep(1)
         assert len(server.kernel_pids()) <= 2, server.kernel_pids()  # the preheated pool (1) and at most one more
+    finally:
+        server.stop()
+
+
+def test_plots_fall_back_to_inline_when_the_bundle_is_not_served(browser):
+    """Another Voila configuration (no allowlisted _static/): the page says so and plotly comes inline."""
+    server = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False",
+                         "--VoilaConfiguration.file_allowlist=['.*\\.png']")
+    try:
+        app = AppPage(browser, server.url)
+        try:
+            app.wait_plots()
+            assert any(status == 403 and "/_static/plotly-widget-" in url for status, url in app.files), app.files
+            assert app.ws_bytes > 4e6  # the bundle travelled over the websocket instead
+            assert not app.app_errors() and not app.errors, app.errors
+        finally:
+            app.close()
     finally:
         server.stop()

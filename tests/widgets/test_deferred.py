@@ -44,3 +44,46 @@ def test_plots_are_not_deferred_by_default():
         assert app._deferred is None and len(app.main_figure._esm) > 1_000_000
     finally:
         app.close()
+
+
+def test_figures_import_the_served_bundle_by_url(tmp_path):
+    from pruneviz.widgets.deferred import BUNDLE_NAME, publish_plotly_bundle
+
+    path = publish_plotly_bundle(tmp_path)
+    assert path == f"_static/{BUNDLE_NAME}"
+    served = tmp_path / path
+    assert served.stat().st_size > 1_000_000 and served.stat().st_mode & 0o044  # readable by the server
+    app = pv.explore("cnn", defer_plots=True, plotly_bundle=path)
+    app._deferred.stagger_s = 0
+    try:
+        ready = app._deferred.widget
+        assert ready.bundle == path  # the browser looks for this file under voila/files/
+        url = f"http://127.0.0.1:8866/voila/files/{path}?v=1"
+        ready._on_msg(ready, {"event": "rendered", "esm_url": url}, [])
+        assert app.main_figure._esm == url and app.filter_figure._esm == url  # 5 MB less per figure
+    finally:
+        app.close()
+
+
+def test_a_bundle_the_browser_could_not_load_falls_back_to_inline():
+    for bad in (None, "javascript:alert(1)", "http://evil.example/other.js", 42):
+        app = pv.explore("mlp", defer_plots=True, plotly_bundle="_static/plotly-widget-1.0.js")
+        app._deferred.stagger_s = 0
+        try:
+            ready = app._deferred.widget
+            ready._on_msg(ready, {"event": "rendered", "esm_url": bad}, [])
+            assert len(app.main_figure._esm) > 1_000_000, bad
+        finally:
+            app.close()
+
+
+def test_publishing_is_done_once_and_survives_a_read_only_folder(tmp_path):
+    from pruneviz.widgets.deferred import publish_plotly_bundle
+
+    path = publish_plotly_bundle(tmp_path)
+    before = (tmp_path / path).stat().st_mtime_ns
+    assert publish_plotly_bundle(tmp_path) == path and (tmp_path / path).stat().st_mtime_ns == before
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("user data")
+    assert publish_plotly_bundle(blocked) is None  # logged; the plots then carry plotly inline
+    assert blocked.read_text() == "user data"
