@@ -14,6 +14,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from ..core import CRITERIA, SessionEvent, export_pruned_model, get_criterion, save_recipe
+from ..core.errors import CheckpointError
 from .base import SCOPE_HELP, SCOPE_LABELS, ViewContext, esc, fmt_count, shape_text, short_name
 
 #: slider readouts in whole percent (the "%" sign is appended by CSS)
@@ -119,6 +120,7 @@ class Controls(widgets.VBox):
                                                  layout=widgets.Layout(width="49%"))
         self.save_model_button = widgets.Button(description="Save pruned model", icon="download",
                                                 layout=widgets.Layout(width="49%"))
+        self.export_path.add_class("pv-export-path")
         self.save_recipe_button.add_class("pv-save-recipe")
         self.save_model_button.add_class("pv-save-model")
         self.export_result = widgets.HTML(layout=_full())
@@ -191,6 +193,17 @@ class Controls(widgets.VBox):
             self.on_session(None)
 
     # ------------------------------------------------------------------ export
+    @contextlib.contextmanager
+    def _plain_file_errors(self) -> Iterator[None]:
+        """An operating-system error while saving, as a sentence naming the path typed and the way out."""
+        try:
+            yield
+        except OSError as e:
+            raw = self.export_path.value.strip() or "pruneviz_export"
+            reason = e.strerror or type(e).__name__
+            raise CheckpointError(f"nothing was saved to {raw!r} ({reason}: {e.filename or raw}). Choose a folder "
+                                  f"you can write to, e.g. pruneviz_export.") from e
+
     def _target_path(self, kind: str) -> Path:
         raw = self.export_path.value.strip() or "pruneviz_export"
         p = Path(raw).expanduser()
@@ -210,7 +223,8 @@ class Controls(widgets.VBox):
 
     def _save_recipe(self, _button: object = None) -> Path:
         try:
-            path = save_recipe(self.ctx.session, self._target_path("recipe"))
+            with self._plain_file_errors():
+                path = save_recipe(self.ctx.session, self._target_path("recipe"))
         except Exception:
             self._report("Not saved (see the message above).", ok=False)
             raise
@@ -221,7 +235,8 @@ class Controls(widgets.VBox):
     def _save_model(self, _button: object = None) -> Path:
         form = self.export_form.value
         try:
-            path = export_pruned_model(self.ctx.session, self._target_path("model"), form=form)
+            with self._plain_file_errors():
+                path = export_pruned_model(self.ctx.session, self._target_path("model"), form=form)
         except Exception:
             self._report("Not saved (see the message above).", ok=False)
             raise

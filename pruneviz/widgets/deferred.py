@@ -60,10 +60,17 @@ def publish_plotly_bundle(directory: str | os.PathLike) -> str | None:
 
 PLACEHOLDER_ESM = """
 export default {
-  render({ el }) {
+  render({ model, el }) {
+    // a box of the figure's own size, so nothing on the page moves when the plot replaces it
+    const layout = model.get("_widget_layout") || {};
     const note = document.createElement("div");
     note.className = "pv-plot-loading";
     note.textContent = "loading the plots…";
+    Object.assign(note.style, {
+      width: (layout.width || 700) + "px", maxWidth: "100%", height: (layout.height || 450) + "px",
+      display: "flex", alignItems: "center", justifyContent: "center", boxSizing: "border-box",
+      border: "1px dashed #d1d5db", borderRadius: "4px", color: "#6b7280", background: "#f9fafb",
+    });
     el.appendChild(note);
     return () => note.remove();  // anywidget calls this before it draws with the real module
   }

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 
 import pytest
-from harness import AppPage, VoilaServer
+from harness import NOTEBOOKS, AppPage, VoilaServer
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
@@ -140,6 +141,35 @@ def test_model_picker_switches_to_the_mlp(browser, voila_server):
         app.wait_plots()  # the MLP's own figures load too
         assert not app.app_errors() and not app.errors
         app.screenshot("app-mlp.png")
+    finally:
+        app.close()
+
+
+def test_an_error_shows_in_plain_words_and_the_app_stays_usable(browser, voila_server):
+    """Save the recipe under a path that cannot be a folder (the notebook file itself)."""
+    notebook = NOTEBOOKS / "dashboard.ipynb"
+    before = hashlib.sha256(notebook.read_bytes()).hexdigest()
+    app = AppPage(browser, voila_server.url)
+    try:
+        page = app.page
+        box = page.locator(".pv-dashboard .pv-export-path input").first
+        box.fill("dashboard.ipynb/recipes")
+        box.press("Enter")
+        page.locator(".pv-dashboard .pv-save-recipe").first.click()
+        page.wait_for_function("() => { const e = document.querySelector('.pv-dashboard .pv-error');"
+                               " return e && e.offsetParent !== null && e.innerText.includes('Could not save'); }")
+        message = app.app_errors()
+        assert "dashboard.ipynb/recipes" in message and "Choose a folder" in message, message
+        assert "Traceback" not in page.inner_text("body") and "Error:" not in message
+        assert "Not saved" in app.text(".pv-dashboard .pv-export-result")
+        assert hashlib.sha256(notebook.read_bytes()).hexdigest() == before  # the user's file is intact
+        app.screenshot("app-error.png")
+        head0 = app.text(HEADLINE)  # the app still works
+        handle = page.locator(".pv-dashboard .pv-global-slider .noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")
+        wait_text_change(app, HEADLINE, head0)
+        assert not app.errors, app.errors
     finally:
         app.close()
 

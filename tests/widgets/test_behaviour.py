@@ -132,6 +132,12 @@ def test_export(demo, tmp_path):
     c.save_recipe_button.click()
     assert "Could not save the recipe" in app.errors.text
     assert "Not saved" in c.export_result.value
+    text = app.errors.text  # plain words: the path typed, the reason, the way out; no exception class name
+    assert str(blocker / "sub") in text and "Not a directory" in text and "Choose a folder" in text, text
+    assert "Error:" not in text and blocker.read_text() == "x"
+    c.export_path.value = str(tmp_path / "again")
+    c.save_recipe_button.click()  # a good path afterwards: saved, and the message goes away
+    assert (tmp_path / "again" / "recipe.json").is_file() and app.errors.text == ""
 
 
 def test_widget_count_stays_flat(make_explorer, tiny_cnn, cnn_batches):
