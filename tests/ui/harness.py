@@ -119,9 +119,18 @@ class AppPage:
         return " ".join(t for t in texts if t.strip())
 
     def screenshot(self, name: str) -> Path:
+        """The whole app: Voila scrolls inside ``#rendered_cells``, so the viewport grows to fit it first."""
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name
-        self.page.screenshot(path=str(path), full_page=True)
+        size = self.page.viewport_size
+        height = self.page.evaluate(
+            "() => { const c = document.getElementById('rendered_cells');"
+            " return c ? c.scrollHeight + c.getBoundingClientRect().top : document.body.scrollHeight; }")
+        self.page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height) + 16)})
+        try:
+            self.page.screenshot(path=str(path), full_page=True)
+        finally:
+            self.page.set_viewport_size(size)
         return path
 
     def close(self) -> None:
