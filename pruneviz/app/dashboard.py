@@ -29,8 +29,11 @@ class Dashboard(W.VBox):
         from pruneviz.widgets.explorer import explore
 
         self._explore = explore
-        # Voila serves files beside the notebook (the kernel's working folder): the browser imports plotly from there
-        self._bundle = publish_plotly_bundle(Path.cwd() if static_dir is None else static_dir)
+        # Voila serves files beside the notebook (its kernels' working folder): the browser imports plotly from
+        # there. Outside Voila (no VOILA_BASE_URL) nothing is written unless a folder is given.
+        if static_dir is None and "VOILA_BASE_URL" in os.environ:
+            static_dir = Path.cwd()
+        self._bundle = publish_plotly_bundle(static_dir) if static_dir is not None else None
         self.explorers: dict[str, W.Widget] = {}
         self.picker = W.ToggleButtons(
             options=[(MODEL_LABELS.get(m, DEMO_MODELS.get(m, m)), m) for m in models],
@@ -80,8 +83,8 @@ def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str | None = No
     """The app: pick an embedded model, prune it, watch accuracy, size and FLOPs.
 
     The first model shown is ``initial``, else the ``PRUNEVIZ_MODEL`` environment variable, else the first.
-    ``static_dir`` (default: the working folder, which is the notebook's under Voila) receives a copy of
-    plotly's bundle in ``_static/`` for the browser to import (allowlisted in ``notebooks/voila.json``).
+    ``static_dir`` (default under Voila: the working folder, which is the notebook's; elsewhere: none) receives
+    a copy of plotly's bundle in ``_static/`` for the browser to import (allowlisted in ``notebooks/voila.json``).
     """
     initial = initial or os.environ.get("PRUNEVIZ_MODEL") or models[0]
     if initial not in models:

@@ -8,6 +8,7 @@ without feedback loops.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,9 +201,12 @@ class Controls(widgets.VBox):
             yield
         except OSError as e:
             raw = self.export_path.value.strip() or "pruneviz_export"
+            if e.errno == errno.ENOSPC:
+                raise CheckpointError(f"nothing was saved to {raw}: the disk is full. Free some space or choose a "
+                                      f"folder on another disk.") from e
             reason = e.strerror or type(e).__name__
-            raise CheckpointError(f"nothing was saved to {raw!r} ({reason}: {e.filename or raw}). Choose a folder "
-                                  f"you can write to, e.g. pruneviz_export.") from e
+            raise CheckpointError(f"nothing was saved to {raw} ({reason}). Choose a folder you can write to, "
+                                  f"e.g. pruneviz_export.") from e
 
     def _target_path(self, kind: str) -> Path:
         raw = self.export_path.value.strip() or "pruneviz_export"

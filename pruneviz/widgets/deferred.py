@@ -10,18 +10,18 @@ and draws the figure from the state it already holds: the sliders work at once a
 Served by Voila, the bundle need not travel over the websocket at all: :func:`publish_plotly_bundle` copies it
 once beside the notebook (``_static/``, allowlisted in ``notebooks/voila.json``), the browser imports it by URL
 (compiled off the main thread, evaluated once for every figure, cached by the browser) and the figures get
-that URL as their module. Where the file cannot be served (JupyterLab, another Voila configuration) the page
-says so and the figures get the inline bundle as before.
+that URL as their module. Where the file is not served (no ``voila.json`` allowlist: e.g. Voila started from
+another folder, or JupyterLab) the browser reports no URL and the figures get the inline bundle as before.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anywidget
 import plotly
@@ -111,21 +111,29 @@ const QUIET_MS = 1000;
 function whenQuiet(fn) {
   const events = ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"];
   let timer = null;
+  let cancelled = false;
   const arm = (e) => {
     if (e && e.type === "pointermove" && !e.buttons) return;  // only drags count, not a resting mouse
     clearTimeout(timer);
     timer = setTimeout(go, QUIET_MS);
   };
-  const go = () => {
+  const stop = () => {
+    clearTimeout(timer);
     events.forEach((t) => window.removeEventListener(t, arm, true));
-    if (window.requestIdleCallback) { window.requestIdleCallback(fn, { timeout: 1000 }); } else { fn(); }
+  };
+  const go = () => {
+    stop();
+    const run = () => { if (!cancelled) fn(); };
+    if (window.requestIdleCallback) { window.requestIdleCallback(run, { timeout: 1000 }); } else { run(); }
   };
   events.forEach((t) => window.addEventListener(t, arm, { capture: true, passive: true }));
   arm();
+  return () => { cancelled = true; stop(); };
 }
 export default {
   render({ model }) {
-    whenQuiet(async () => model.send({ event: "rendered", esm_url: await preload(model.get("bundle")) }));
+    // the view removed first (e.g. the model picker switched away): no listeners left, nothing sent
+    return whenQuiet(async () => model.send({ event: "rendered", esm_url: await preload(model.get("bundle")) }));
   }
 };
 """
@@ -144,11 +152,23 @@ export default {
             self._callback(self._checked_url(content.get("esm_url")))
 
     def _checked_url(self, url: object) -> str | None:
-        """The browser's URL for the bundle, if it is one (http(s), ending in our bundle's path)."""
-        if not (self.bundle and isinstance(url, str)):
-            return None
-        ok = re.fullmatch(r"https?://[^\s\"'<>]+", url) and url.split("?")[0].endswith("/" + self.bundle)
-        return url if ok else None
+        """The browser's URL for the bundle if it is exactly what :func:`bundle_url_ok` expects, else None."""
+        return url if self.bundle and isinstance(url, str) and bundle_url_ok(url, self.bundle) else None
+
+
+def bundle_url_ok(url: str, bundle: str, base_url: str | None = None) -> bool:
+    """True for ``http(s)://host<base_url>voila/files/[folder/]<bundle>?v=1`` and nothing else (no user info,
+    fragment, other query or ``..``). ``base_url``: Voila's (default: ``VOILA_BASE_URL``, else "/")."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    base = (base_url if base_url is not None else os.environ.get("VOILA_BASE_URL", "/")).rstrip("/")
+    return (
+        parts.scheme in ("http", "https") and bool(parts.hostname) and "@" not in parts.netloc
+        and not parts.fragment and parts.query == "v=1" and ".." not in parts.path
+        and parts.path.startswith(f"{base}/voila/files/") and parts.path.endswith("/" + bundle)
+    )
 
 
 class DeferredPlotly:

@@ -196,7 +196,7 @@ def test_ten_loads_in_a_row_without_hang_or_kernel_pile_up(browser):
 
 
 def test_plots_fall_back_to_inline_when_the_bundle_is_not_served(browser):
-    """Another Voila configuration (no allowlisted _static/): the page says so and plotly comes inline."""
+    """Another Voila configuration (no allowlisted _static/): the browser reports no URL, plotly comes inline."""
     server = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False",
                          "--VoilaConfiguration.file_allowlist=['.*\\.png']")
     try:

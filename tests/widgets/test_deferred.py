@@ -66,8 +66,15 @@ def test_figures_import_the_served_bundle_by_url(tmp_path):
 
 
 def test_a_bundle_the_browser_could_not_load_falls_back_to_inline():
-    for bad in (None, "javascript:alert(1)", "http://evil.example/other.js", 42):
-        app = pv.explore("mlp", defer_plots=True, plotly_bundle="_static/plotly-widget-1.0.js")
+    bundle = "_static/plotly-widget-1.0.js"
+    for bad in (None, 42, "javascript:alert(1)", "http://evil.example/other.js",
+                f"http://evil.example/{bundle}?v=1",  # not under voila/files/
+                f"http://evil.example/x.js#/voila/files/{bundle}",  # a fragment hiding the real path
+                f"http://user:pw@127.0.0.1/voila/files/{bundle}?v=1",
+                f"http://127.0.0.1/voila/files/../{bundle}?v=1",
+                f"http://127.0.0.1/voila/files/{bundle}",  # no cache query
+                f"http://127.0.0.1/voila/files/{bundle}?v=1&x=2"):
+        app = pv.explore("mlp", defer_plots=True, plotly_bundle=bundle)
         app._deferred.stagger_s = 0
         try:
             ready = app._deferred.widget
@@ -87,3 +94,32 @@ def test_publishing_is_done_once_and_survives_a_read_only_folder(tmp_path):
     blocked.write_text("user data")
     assert publish_plotly_bundle(blocked) is None  # logged; the plots then carry plotly inline
     assert blocked.read_text() == "user data"
+
+
+def test_bundle_urls_follow_voilas_base_url_and_subfolders():
+    from pruneviz.widgets.deferred import bundle_url_ok
+
+    b = "_static/plotly-widget-7.1.0.js"
+    assert bundle_url_ok(f"http://127.0.0.1:8866/voila/files/{b}?v=1", b)
+    assert bundle_url_ok(f"https://host/voila/files/lessons/{b}?v=1", b)  # tree mode, a notebook in a subfolder
+    assert bundle_url_ok(f"https://host/user/ann/voila/files/{b}?v=1", b, base_url="/user/ann/")
+    assert not bundle_url_ok(f"https://host/voila/files/{b}?v=1", b, base_url="/user/ann/")
+
+
+def test_the_dashboard_publishes_the_bundle_only_under_voila(tmp_path, monkeypatch):
+    from pruneviz.app.dashboard import Dashboard
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VOILA_BASE_URL", raising=False)
+    app = Dashboard(models=("mlp",), initial="mlp")
+    try:
+        assert app._bundle is None and not (tmp_path / "_static").exists()  # a notebook or script: nothing written
+    finally:
+        app.close_all()
+    monkeypatch.setenv("VOILA_BASE_URL", "/")
+    app = Dashboard(models=("mlp",), initial="mlp")
+    try:
+        assert app._bundle and (tmp_path / app._bundle).is_file()
+        assert app.explorers["mlp"]._deferred.widget.bundle == app._bundle
+    finally:
+        app.close_all()
