@@ -10,16 +10,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion, ScoreContext, find_batchnorms, get_criterion
-from .errors import CriterionError, NonFiniteWeightsError, PrunevizError, UnknownLayerError, suggest
+from .criteria import Batch, Criterion, ScoreContext, find_batchnorms
+from .errors import NonFiniteWeightsError, PrunevizError, UnknownLayerError, suggest
+from .masking import MaskingMixin
 from .masks import (
-    apply_rank_mask,
     check_sparsity,
     expand_channel_mask,
-    global_ranks,
     mask_from_rank,
-    n_pruned,
-    rank_of,
 )
 from .plan import SCOPES, Plan
 from .rebase import RebaseMixin
@@ -45,7 +42,7 @@ class SessionEvent:
 Listener = Callable[[SessionEvent], None]
 
 
-class PruningSession(RebaseMixin):
+class PruningSession(MaskingMixin, RebaseMixin):
     """Prune ``model`` reversibly: every change is recomputed from the original weights.
 
     >>> s = PruningSession(model, criterion="magnitude", scope="global")
@@ -383,129 +380,3 @@ class PruningSession(RebaseMixin):
                 f"{name!r} is not a prunable tensor of this session." + suggest(name, self._by_name)
                 + f" Names look like {self.targets[0].name!r}; see session.names."
             )
-
-    def _criterion(self, criterion: str | Criterion) -> Criterion:
-        if isinstance(criterion, Criterion):
-            self._criteria[criterion.name] = criterion
-            return criterion
-        if criterion not in self._criteria:
-            self._criteria[criterion] = get_criterion(criterion)
-        return self._criteria[criterion]
-
-    def _validate(self, plan: Plan) -> Plan:
-        crit = self._criterion(plan.criterion)
-        if crit.needs_data and self._ctx.calib_data is None:
-            raise CriterionError(
-                f"criterion {crit.name!r} needs gradients, and this session has no data: create it with "
-                "calib_data=[(inputs, labels), ...] (a few batches), or choose 'magnitude'."
-            )
-        unknown = [n for n in plan.sparsity if n not in self._by_name]
-        if unknown:
-            raise UnknownLayerError(
-                f"the plan names {unknown[0]!r}, which is not a prunable tensor here." + suggest(unknown[0], self._by_name)
-            )
-        sparsity = {n: check_sparsity(plan.sparsity.get(n, 0.0), f"layer {n!r}") for n in self._by_name}
-        g = check_sparsity(plan.global_sparsity, "the global slider")
-        return plan.with_(sparsity=sparsity, global_sparsity=g)
-
-    def _sub_ctx(self, targets: list[Target]) -> ScoreContext:
-        c = self._ctx
-        return ScoreContext(c.model, targets, c.originals, c.calib_data, c.loss_fn, c.max_batches, c.seed, c.cache,
-                            c.extra_originals, c.batchnorms)
-
-    def _channel_scores(self, crit: Criterion) -> dict[str, torch.Tensor | None]:
-        key = "channel:" + crit.name
-        if key not in self._ctx.cache:
-            scores = crit.channel_scores(self._ctx)
-            self._check_scores(crit, scores)
-            self._ctx.cache[key] = scores
-        return self._ctx.cache[key]
-
-    @staticmethod
-    def _check_scores(crit: Criterion, scores: Mapping[str, torch.Tensor | None]) -> None:
-        bad = [n for n, s in scores.items() if s is not None and not torch.isfinite(s).all()]
-        if bad:
-            raise CriterionError(f"criterion {crit.name!r} gave NaN/inf scores for {', '.join(bad)}.")
-        if all(s is None for s in scores.values()):
-            raise CriterionError(f"criterion {crit.name!r} cannot score any layer of this model.")
-
-    def _ranks_for(self, plan: Plan) -> tuple[tuple[str, str], dict[str, torch.Tensor | None]]:
-        """Ranked scores for the plan's criterion and scope: computed once, reused by every slider move."""
-        crit = self._criterion(plan.criterion)
-        key = (crit.name, plan.scope, self._base)
-        if key == self._rank_key:
-            return key, self._ranks
-        if plan.scope == "structured":
-            chans = self._pin(dict(self._channel_scores(crit)), structured=True)
-            return key, {n: None if s is None else rank_of(s) for n, s in chans.items()}
-        scores = crit.weight_scores(self._ctx)
-        self._check_scores(crit, scores)
-        scores = self._pin(scores, structured=False)
-        if plan.scope == "global":
-            granks = global_ranks({n: s for n, s in scores.items() if s is not None})
-            return key, {n: granks.get(n) for n in scores}
-        return key, {n: None if s is None else rank_of(s) for n, s in scores.items()}
-
-    def _check_supported(self, names: Iterable[str], values: Mapping[str, float]) -> None:
-        plan = self._plan
-        _, ranks = self._ranks_for(plan)
-        bad = [n for n in names if ranks.get(n) is None and values[n] > 0]
-        if bad:
-            raise CriterionError(
-                f"criterion {plan.criterion!r} cannot score layer {bad[0]!r} (no BatchNorm follows it), so it "
-                "cannot prune it: leave it at 0 or choose another criterion such as 'l1_filter'."
-            )
-
-    def _channels_pruned(self, t: Target) -> int:
-        state = self._applied[t.name]
-        return state[2] if state[0] == "structured" else 0
-
-    def _apply(self, plan: Plan) -> tuple[str, ...]:
-        changed = []
-        pool = sum(t.numel for t in self.targets if self._ranks.get(t.name) is not None)
-        k_global = n_pruned(plan.global_sparsity, pool)
-        with torch.no_grad():
-            for t in self.targets:
-                rank = self._ranks.get(t.name)
-                n = t.name
-                if rank is None:
-                    state: tuple = ("dense", self._base)
-                elif plan.scope == "global":
-                    state = ("global", self._rank_key, k_global)
-                elif plan.scope == "structured":
-                    state = ("structured", self._rank_key, n_pruned(plan.sparsity[n], t.channels))
-                else:
-                    state = ("layer", self._rank_key, n_pruned(plan.sparsity[n], t.numel))
-                if state[-1] == 0:
-                    state = ("dense", self._base)
-                if state == self._applied[n]:
-                    continue
-                self._write(t, state, rank)
-                self._applied[n] = state
-                changed.append(n)
-        return tuple(changed)
-
-    def _write(self, t: Target, state: tuple, rank: torch.Tensor | None) -> None:
-        n = t.name
-        param, orig = self._params[n], self._originals[n]
-        self._mask_cache.pop(n, None)
-        bias_keep = None
-        if state[0] == "dense":
-            param.copy_(orig)
-            self._zeros[n] = 0
-        elif state[0] == "structured":
-            bias_keep = mask_from_rank(rank, state[2])
-            torch.where(expand_channel_mask(bias_keep, t), orig, orig.new_zeros(()), out=param.data)
-            self._zeros[n] = state[2] * t.channel_size
-        else:
-            if state[0] == "layer":
-                apply_rank_mask(rank, state[2], orig, param.data)
-                self._zeros[n] = state[2]
-            else:
-                self._zeros[n] = t.numel - apply_rank_mask(rank, state[2], orig, param.data, count=True)
-        for x in self._channel_tensors[n]:
-            p, orig = self._extra_params[x], self._extra_originals[x]
-            if bias_keep is None:
-                p.copy_(orig)
-            else:
-                torch.where(bias_keep, orig, p.new_zeros(()), out=p.data)
