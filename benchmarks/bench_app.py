@@ -7,7 +7,6 @@ interactive for each embedded model, and slider key press -> accuracy text chang
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ui"))
 
 from harness import AppPage, VoilaServer, launch_browser  # noqa: E402
+from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 ACCURACY = ".pv-dashboard .pv-accuracy"
 HEADLINE = ".pv-dashboard .pv-headline"
@@ -151,9 +151,7 @@ def main() -> None:
           f"CNN {cnn_all / 1e6:.2f} MB, MLP {mlp_all / 1e6:.2f} MB")
     growth = mlp_all / max(cnn_all, 1)
     print(f"MLP/CNN websocket bytes with the plots: {growth:.3f} (the payload does not grow with the layers shown)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

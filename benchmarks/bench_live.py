@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import random
@@ -58,6 +57,8 @@ from torch.nn.utils import prune
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 from pruneviz.core import PruningSession  # noqa: E402
 from pruneviz.core.live import LiveEvaluator, LiveEvent  # noqa: E402
@@ -338,10 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, c in checks.items():
         print(f"{'PASS' if c['pass'] else 'FAIL'}  {name} = {c['value']} (target {c['target']})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, results)
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import os
 import platform
 import random
@@ -52,6 +51,8 @@ from torch.nn.utils import prune
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 from pruneviz.core import PruningSession  # noqa: E402
 from pruneviz.core.masks import n_pruned  # noqa: E402
@@ -391,11 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: bench_model(name, repeats, args.seed) for name in models}
     print_report(results, meta)
 
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = {"meta": meta, **results}
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, {"meta": meta, **results})
     return 0
 
 

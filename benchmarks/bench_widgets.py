@@ -29,7 +29,6 @@ Exits 0 unless the script itself errors (targets are reported, not enforced).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -48,6 +47,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 import pruneviz as pv  # noqa: E402
 from pruneviz.widgets.testing import live_widget_count, message_size, record_traffic  # noqa: E402
@@ -206,10 +207,7 @@ def main() -> int:
               f"{r['structured_update_ms_median']} ms (+ FLOPs after channel removal {r['structured_flops_s']} s "
               f"in the background); page state {r['initial_state_bytes']:,} B + plotly.js {r['esm_bytes']:,} B; "
               f"widgets added by the moves: {r['widgets_added_by_moves']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    write_json(args.json, results)
     return 0
 
 
