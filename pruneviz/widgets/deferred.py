@@ -9,7 +9,7 @@ and draws the figure from the state it already holds: the sliders work at once a
 
 Served by Voila, the bundle need not travel over the websocket at all: :func:`publish_plotly_bundle` copies it
 once beside the notebook (``_static/``, allowlisted in ``notebooks/voila.json``), the browser imports it by URL
-(compiled off the main thread, evaluated once for every figure, cached by the browser) and the figures get
+(evaluated once for every figure, cached by the browser) and the figures get
 that URL as their module. Where the file is not served (no ``voila.json`` allowlist: e.g. Voila started from
 another folder, or JupyterLab) the browser reports no URL and the figures get the inline bundle as before.
 """
@@ -50,8 +50,12 @@ def publish_plotly_bundle(directory: str | os.PathLike) -> str | None:
         if not (dest.is_file() and dest.stat().st_size == size):
             dest.parent.mkdir(exist_ok=True)
             data = _BUNDLE_SOURCE.read_bytes()
-            atomic_write(dest, lambda f: f.write(data))
-            dest.chmod(0o644)  # a temporary file is private to its owner; this one is served
+
+            def write(f) -> None:
+                os.fchmod(f.fileno(), 0o644)  # a temporary file is private to its owner; this one is served
+                f.write(data)
+
+            atomic_write(dest, write)
     except Exception:  # noqa: BLE001 - read-only folder, missing bundle: fall back to the inline module
         log.warning("pruneviz: could not publish plotly's bundle to %s; the plots carry it inline", dest,
                     exc_info=True)
