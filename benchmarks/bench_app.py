@@ -25,20 +25,6 @@ HEADLINE = ".pv-dashboard .pv-headline"
 TARGETS = {"cold": 10.0, "preheated": 3.0, "slider_to_accuracy_s": 1.0, "ws_bytes": 12e6}
 
 
-class ByteCounter:
-    """Counts every websocket frame the page receives."""
-
-    def __init__(self, page) -> None:
-        self.bytes = 0
-        page.on("websocket", self._attach)
-
-    def _attach(self, ws) -> None:
-        ws.on("framereceived", lambda payload: self._add(payload))
-
-    def _add(self, payload) -> None:
-        self.bytes += len(payload.encode() if isinstance(payload, str) else payload)
-
-
 def press_until_change(app: AppPage, key: str = "ArrowRight", selector: str = ACCURACY,
                        timeout: float = 30.0) -> float:
     """Press ``key`` once on the global slider's handle; seconds until the text of ``selector`` changes."""
@@ -66,22 +52,13 @@ def set_global(app: AppPage, percent: int) -> None:
 def time_to_interactive(browser, server: VoilaServer) -> tuple[float, int, float, int]:
     """Page request until the slider responds (a key press on it changed the headline), and the websocket
     bytes received until the page was interactive."""
-    page = browser.new_page(viewport={"width": 1500, "height": 1300})
-    counter = ByteCounter(page)
-    t0 = time.monotonic()
-    page.set_default_timeout(120_000)
-    page.goto(server.url, wait_until="domcontentloaded")
-    app = AppPage.__new__(AppPage)
-    app.page, app.errors, app.t0 = page, [], t0
-    page.wait_for_selector("#loading", state="detached")
-    page.wait_for_selector(".pv-global-slider .noUi-handle")
-    app.wait_idle()
-    received = counter.bytes
+    app = AppPage(browser, server.url, timeout_ms=120_000)  # loaded: #loading gone, slider shown, status idle
+    received = app.ws_bytes
     press_until_change(app, selector=HEADLINE)  # the kernel answered the slider: "1 % of weights removed"
-    tti = time.monotonic() - t0
-    page.wait_for_selector(".pv-hist .main-svg")  # plotly.js arrives after the page is interactive
-    page.wait_for_selector(".pv-filters .main-svg")
-    plots_s, with_plots = time.monotonic() - t0, counter.bytes
+    tti = time.monotonic() - app.t0
+    app.page.wait_for_selector(".pv-hist .main-svg")  # plotly.js arrives after the page is interactive
+    app.page.wait_for_selector(".pv-filters .main-svg")
+    plots_s, with_plots = time.monotonic() - app.t0, app.ws_bytes
     app.close()
     return tti, received, plots_s, with_plots
 

@@ -194,13 +194,16 @@ class Controls(widgets.VBox):
             self.on_session(None)
 
     # ------------------------------------------------------------------ export
+    def _typed_path(self) -> str:
+        return self.export_path.value.strip() or "pruneviz_export"
+
     @contextlib.contextmanager
     def _plain_file_errors(self) -> Iterator[None]:
         """An operating-system error while saving, as a sentence naming the path typed and the way out."""
         try:
             yield
         except OSError as e:
-            raw = self.export_path.value.strip() or "pruneviz_export"
+            raw = self._typed_path()
             if e.errno == errno.ENOSPC:
                 raise CheckpointError(f"nothing was saved to {raw}: the disk is full. Free some space or choose a "
                                       f"folder on another disk.") from e
@@ -209,8 +212,7 @@ class Controls(widgets.VBox):
                                   f"e.g. pruneviz_export.") from e
 
     def _target_path(self, kind: str) -> Path:
-        raw = self.export_path.value.strip() or "pruneviz_export"
-        p = Path(raw).expanduser()
+        p = Path(self._typed_path()).expanduser()
         if p.suffix:
             if kind == "recipe":
                 path = p.with_suffix(".json")
