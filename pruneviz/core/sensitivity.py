@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batches import as_samples
 from .criteria import CRITERIA, Criterion
 from .errors import PrunevizError
-from .evaluate import _to_tensors, stratified_order
+from .evaluate import stratified_order
 from .finetune import Cancel, ProgressFn, ProgressReporter, is_cancelled, torch_threads
 from .masks import check_sparsity
 from .sensitivity_result import SensitivityResult, SensitivityRow
@@ -150,11 +151,10 @@ def sensitivity_sweep(
 
     # evaluation tensors: the fixed stratified subset, computed once here and shipped to every task
     ekw = {"first_chunk": 512, "chunk_size": 512, **dict(evaluator_kwargs or {})}
-    x, y = _to_tensors(data)
-    order = stratified_order(y, ekw.pop("subset_size", None), ekw.get("seed", 0))
-    x, y = x[order].contiguous(), y[order].contiguous()
+    samples = as_samples(data)
+    samples = samples.subset(stratified_order(samples.targets, ekw.pop("subset_size", None), ekw.get("seed", 0)))
     model = _base_model(session, others)
-    shared = {"model": model, "x": x, "y": y, "eval_kwargs": ekw, "calib": calib, "loss_fn": loss_fn}
+    shared = {"model": model, "samples": samples, "eval_kwargs": ekw, "calib": calib, "loss_fn": loss_fn}
     with torch_threads(1):
         baseline_metrics = metrics_of(make_evaluator(model, shared).baseline)
     if metric not in baseline_metrics:

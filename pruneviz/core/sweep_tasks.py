@@ -71,7 +71,7 @@ def metrics_of(r: EvalResult) -> dict[str, float]:
 
 
 def make_evaluator(model: nn.Module, data: Mapping[str, Any]) -> Evaluator:
-    return Evaluator(model, (data["x"], data["y"]), **data["eval_kwargs"])
+    return Evaluator(model, data["samples"], **data["eval_kwargs"])
 
 
 def run_task(payload: Payload, task: Task, cancel: Cancel = None,

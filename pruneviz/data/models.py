@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.errors import CheckpointError
+
 __all__ = [
     "CHECKPOINT_DIR",
     "DEMO_MODELS",
@@ -30,7 +32,7 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 TRAIN_COMMAND = "python -m pruneviz.data.train_demo"
 
 
-class DemoCheckpointError(RuntimeError):
+class DemoCheckpointError(CheckpointError, RuntimeError):
     """A demo checkpoint that is missing, corrupt or made for another architecture."""
 
 

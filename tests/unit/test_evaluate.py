@@ -243,7 +243,7 @@ def test_other_malformed_data(cnn):
         Evaluator(cnn, (x, y[:19]))
     with pytest.raises(EvaluationError, match="type dict is not supported"):
         Evaluator(cnn, {"x": x, "y": y})
-    with pytest.raises(EvaluationError, match="must yield \\(inputs, targets\\) pairs"):
+    with pytest.raises(EvaluationError, match="needs \\(inputs, targets\\) pairs"):
         Evaluator(cnn, DataLoader(x, batch_size=5))
     with pytest.raises(EvaluationError, match="batch dimension"):
         Evaluator(cnn, (x, torch.tensor(3)))
@@ -251,8 +251,8 @@ def test_other_malformed_data(cnn):
         Evaluator(cnn, (x, y), subset_size=0)
     with pytest.raises(EvaluationError, match="subset_size='all'"):
         Evaluator(cnn, (x, y), subset_size="all")
-    with pytest.raises(EvaluationError, match="unknown task 'regression'"):
-        Evaluator(cnn, (x, y), task="regression")
+    with pytest.raises(EvaluationError, match="unknown task 'segmentation'"):
+        Evaluator(cnn, (x, y), task="segmentation")
 
 
 def test_float_labels_for_a_classifier_say_what_to_do(cnn):
