@@ -237,18 +237,14 @@ def _is_arrayish(x: Any) -> bool:
     return isinstance(x, torch.Tensor | np.ndarray)
 
 
-def _is_whole_pair(data: Any) -> bool:
-    """(inputs, targets) for the whole data set, as opposed to a list of batches."""
+def is_whole_pair(data: Any) -> bool:
+    """(inputs, targets) for the whole data set, as opposed to a list of batches: the second element is a
+    target structure (a tensor or array, or a list of per-sample dicts), not a batch."""
     if not isinstance(data, tuple | list) or len(data) != 2:
         return False
     inputs, targets = data
-    if _is_arrayish(inputs) and _is_arrayish(targets):
-        return True
-    if isinstance(data, list):
-        return False  # a list of two batches
-    # a tuple whose input part is a dict / tuple of tensors and whose targets are a tensor or per-sample list
-    return isinstance(inputs, Mapping | tuple | list) and (_is_arrayish(targets) or (
-        isinstance(targets, list) and (not targets or isinstance(targets[0], Mapping))))
+    targets_ok = _is_arrayish(targets) or (isinstance(targets, list) and (not targets or isinstance(targets[0], Mapping)))
+    return targets_ok and (_is_arrayish(inputs) or isinstance(inputs, Mapping | tuple | list))
 
 
 def _dataset_items(dataset: Dataset, indices: Iterable[int] | None) -> list[Any]:
@@ -305,7 +301,7 @@ def _from_batches(batches: Iterable[Any], where: str) -> Samples:
 
 def as_samples(data: Any, where: str = "the evaluation data") -> Samples:
     """Every sample of ``data`` (see the module docstring for the forms) as one :class:`Samples`."""
-    if _is_whole_pair(data):
+    if is_whole_pair(data):
         inputs, targets = to_structure(data[0]), to_structure(data[1])
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 0 or isinstance(targets, torch.Tensor) and targets.dim() == 0:
             raise EvaluationError(
@@ -340,22 +336,26 @@ def as_samples(data: Any, where: str = "the evaluation data") -> Samples:
     )
 
 
-def as_batches(data: Any, batch_size: int = 64, where: str = "the calibration data") -> list[Batch]:
+def as_batches(data: Any, batch_size: int = 64, where: str = "the calibration data",
+               limit: int | None = None) -> list[Batch]:
     """``data`` in any of the forms above as a list of (inputs, targets) batches (a list of batches and a
-    DataLoader keep their batches; tensors and Datasets are cut into ``batch_size`` samples)."""
+    DataLoader keep their batches; tensors and Datasets are cut into ``batch_size`` samples); at most ``limit``
+    batches are read."""
     if data is None:
         return []
     if isinstance(data, DataLoader):
         try:
-            return [split_batch(b, f"a batch of {where}") for b in data]
+            return [split_batch(b, f"a batch of {where}") for b, _ in zip(data, range(limit or 2**62), strict=False)]
         except EvaluationError:
             raise
         except Exception as e:  # noqa: BLE001 - a loader or collate function that raises
             raise EvaluationError(f"reading {where} raised {type(e).__name__}: {str(e)[:300]}.") from e
-    if not _is_whole_pair(data) and not isinstance(data, Dataset) and isinstance(data, Iterable) and not isinstance(
+    if not is_whole_pair(data) and not isinstance(data, Dataset) and isinstance(data, Iterable) and not isinstance(
             data, str | bytes | Mapping | torch.Tensor | np.ndarray):
         out = []
         for k, b in enumerate(data):
+            if limit is not None and k >= limit:
+                break
             inputs, targets = split_batch(b, f"batch {k} of {where}")
             n = length(targets, f"the targets of batch {k} of {where}")
             inputs = _normalise_inputs(inputs, n)
@@ -365,7 +365,8 @@ def as_batches(data: Any, batch_size: int = 64, where: str = "the calibration da
             raise EvaluationError(f"{where} gave no batches: pass at least one (inputs, targets) batch.")
         return out
     samples = as_samples(data, where)
-    return [samples.chunk(a, min(a + batch_size, len(samples))) for a in range(0, len(samples), batch_size)]
+    starts = range(0, len(samples), batch_size)
+    return [samples.chunk(a, min(a + batch_size, len(samples))) for a in list(starts)[:limit]]
 
 
 def first_input(data: Any, n: int = 1) -> Any:
@@ -373,3 +374,39 @@ def first_input(data: Any, n: int = 1) -> Any:
     if isinstance(data, Samples):
         return take_range(data.inputs, 0, n)
     return take_range(as_samples(data).inputs, 0, n)
+
+
+class SampleBatches:
+    """Shuffled mini-batches of :class:`Samples` (a DataLoader for any batch structure), reproducible from
+    ``seed``; like the training DataLoader, a last batch of one sample is dropped (BatchNorm needs two)."""
+
+    def __init__(self, samples: Samples, batch_size: int, seed: int, shuffle: bool = True) -> None:
+        self.samples, self.batch_size, self.shuffle = samples, int(batch_size), shuffle
+        self.gen = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        n, b = len(self.samples), self.batch_size
+        return n // b + (1 if n % b > 1 else 0) if n > 1 else 1
+
+    def __iter__(self):
+        n = len(self.samples)
+        order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
+        for k in range(len(self)):
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            yield take(self.samples.inputs, idx), take(self.samples.targets, idx)
+
+
+class BatchList:
+    """A list of (inputs, targets) batches, visited in a seeded random order every epoch."""
+
+    def __init__(self, batches: list[Batch], seed: int, shuffle: bool = True) -> None:
+        self.batches, self.shuffle = batches, shuffle
+        self.gen = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.batches), generator=self.gen).tolist() if self.shuffle else range(len(self))
+        for k in order:
+            yield self.batches[k]

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .errors import CriterionError, suggest
+from .batches import Batch, describe
+from .errors import CriterionError, PrunevizError, suggest
 from .targets import Target, get_tensor
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -39,6 +37,8 @@ class ScoreContext:
     extra_originals: dict[str, torch.Tensor] = field(default_factory=dict)
     #: target name -> the BatchNorm module that follows it (None: find them)
     batchnorms: dict[str, str] | None = None
+    #: the task whose loss the gradient criteria use (a Task, a task name, or None: picked from the first batch)
+    task: Any = None
 
 
 def channel_view(t: torch.Tensor, channel_dim: int) -> torch.Tensor:
@@ -110,7 +110,8 @@ def _gradients(ctx: ScoreContext, criterion: str) -> tuple[dict[str, torch.Tenso
             f"criterion {criterion!r} needs gradients, and no data was given: pass "
             "calib_data=[(inputs, labels), ...] (a few batches) to the session, or choose 'magnitude'."
         )
-    loss_fn = ctx.loss_fn or F.cross_entropy
+    from .tasks import task_for_batch
+
     work = copy.deepcopy(ctx.model).eval()
     with torch.no_grad():  # gradients at the original (unpruned) model
         for name, value in ctx.extra_originals.items():
@@ -128,12 +129,22 @@ def _gradients(ctx: ScoreContext, criterion: str) -> tuple[dict[str, torch.Tenso
     grad_sum = {n: torch.zeros_like(p) for n, p in params.items()}
     taylor_sum = {n: torch.zeros_like(p) for n, p in params.items()}
     n_batches = 0
+    task = None
     with torch.enable_grad():
         for i, batch in enumerate(ctx.calib_data):
             if i >= ctx.max_batches:
                 break
-            x, y = batch[0], batch[1]
-            loss = loss_fn(work(x), y)
+            try:
+                if task is None:
+                    task = task_for_batch(ctx.task, work, batch, loss_fn=ctx.loss_fn)
+                loss = task.loss(work, batch)
+            except Exception as e:  # noqa: BLE001 - data that does not fit the model, raised deep inside torch
+                what = e if isinstance(e, PrunevizError) else f"{type(e).__name__}: {str(e)[:300]}"
+                raise CriterionError(
+                    f"criterion {criterion!r} cannot compute the loss on calibration batch {i} (inputs "
+                    f"{describe(batch[0])}, targets {describe(batch[1])}): {what}. Pass calib_data batches of the "
+                    "form the evaluation data has (the model's inputs and its targets), or choose 'magnitude'."
+                ) from e
             if not torch.isfinite(loss):
                 raise CriterionError(f"criterion {criterion!r}: the loss on calibration batch {i} is {loss.item()}.")
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)

@@ -33,14 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .batches import BatchList, SampleBatches, as_batches, as_samples, is_whole_pair, length, split_batch
 from .errors import PrunevizError
 from .evaluate import Evaluator
 from .session import PruningSession
 from .targets import get_tensor
+from .tasks import Task, task_for_batch
 
 #: ``progress(done, total, info)``: ``info`` holds at least ``elapsed`` and ``eta`` (seconds, or None).
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -108,6 +109,8 @@ class EpochRecord:
     train_accuracy: float | None
     eval_loss: float | None = None
     eval_accuracy: float | None = None
+    #: the task's headline metric after the epoch (accuracy, mAP@0.5, R², ...)
+    eval_metric: float | None = None
     seconds: float = 0.0
     complete: bool = True
 
@@ -168,28 +171,34 @@ def reapply_masks(session: PruningSession) -> None:
 
 
 # --------------------------------------------------------------------------- data
-def make_loader(data: Any, batch_size: int, seed: int, shuffle: bool = True) -> DataLoader:
-    """A DataLoader over ``data`` ((inputs, targets) tensors, a Dataset, or a DataLoader used as is)."""
+def make_loader(data: Any, batch_size: int, seed: int, shuffle: bool = True) -> Iterable[Any]:
+    """Mini-batches of ``data``: (inputs, targets) tensors or a Dataset (shuffled with ``seed``), a DataLoader used
+    as is, a list of batches (their order shuffled with ``seed``), or (inputs, targets) of any other structure
+    (dict inputs, per-image target dicts: shuffled mini-batches of ``batch_size``)."""
     if isinstance(data, DataLoader):
         return data
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PrunevizError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
     if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
         if len(data[0]) != len(data[1]):
             raise PrunevizError(f"{len(data[0])} inputs but {len(data[1])} targets: they must pair up one to one.")
         data = TensorDataset(data[0], data[1])
-    if not isinstance(data, Dataset):
+    if isinstance(data, Dataset):
+        n = len(data)  # type: ignore[arg-type]
+        if n == 0:
+            raise PrunevizError("the training data is empty: pass at least one (input, target) sample.")
+        gen = torch.Generator().manual_seed(int(seed))
+        # a last batch of one sample breaks BatchNorm in train mode: drop it
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen,
+                          drop_last=n > 1 and n % batch_size == 1)
+    try:
+        if is_whole_pair(data):
+            return SampleBatches(as_samples(data, "the training data"), batch_size, seed, shuffle)
+        return BatchList(as_batches(data, where="the training data"), seed, shuffle)
+    except PrunevizError as e:
         raise PrunevizError(
-            f"training data of type {type(data).__name__} is not supported: pass (inputs, targets) tensors, "
-            "a torch Dataset or a DataLoader."
-        )
-    if int(batch_size) < 1:
-        raise PrunevizError(f"batch_size must be at least 1, got {batch_size!r}.")
-    n = len(data)  # type: ignore[arg-type]
-    if n == 0:
-        raise PrunevizError("the training data is empty: pass at least one (input, target) sample.")
-    gen = torch.Generator().manual_seed(int(seed))
-    # a last batch of one sample breaks BatchNorm in train mode: drop it
-    return DataLoader(data, batch_size=int(batch_size), shuffle=shuffle, generator=gen,
-                      drop_last=n > 1 and n % int(batch_size) == 1)
+            f"{e} Training data may be (inputs, targets) tensors, a torch Dataset, a DataLoader or a list of "
+            "(inputs, targets) batches.") from e
 
 
 def _loader_len(loader: DataLoader) -> int | None:
@@ -260,7 +269,8 @@ def finetune(
     eval_data: Any = None,
     seed: int = 0,
     *,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    task: Any = None,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     commit: bool = True,
@@ -282,16 +292,16 @@ def finetune(
     """
     with torch_threads(num_threads):
         return _finetune(session, train_data, epochs, lr, optimizer, batch_size, progress, cancel, eval_data, seed,
-                         loss_fn, weight_decay, momentum, commit, keep_snapshot, evaluator_kwargs)
+                         loss_fn, task, weight_decay, momentum, commit, keep_snapshot, evaluator_kwargs)
 
 
 def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, optimizer: OptimizerSpec,
               batch_size: int, progress: ProgressFn | None, cancel: Cancel, eval_data: Any, seed: int,
-              loss_fn: Callable | None, weight_decay: float, momentum: float, commit: bool, keep_snapshot: bool,
-              evaluator_kwargs: Mapping[str, Any] | None) -> FinetuneResult:
+              loss_fn: Callable | None, task: Any, weight_decay: float, momentum: float, commit: bool,
+              keep_snapshot: bool, evaluator_kwargs: Mapping[str, Any] | None) -> FinetuneResult:
     if not isinstance(epochs, int) or epochs < 0:
         raise PrunevizError(f"epochs must be a whole number >= 0, got {epochs!r}.")
-    loss_fn = loss_fn or F.cross_entropy
+    task = task if task is not None else session.task
     model = session.model
     loader = make_loader(train_data, batch_size, seed)
     n_batches = _loader_len(loader)
@@ -300,11 +310,12 @@ def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, 
     ev = None
     initial = None
     if eval_data is not None:
-        kw = {"first_chunk": 512, "chunk_size": 512, **dict(evaluator_kwargs or {})}
+        kw = {"first_chunk": 512, "chunk_size": 512, "task": task if task is not None else "auto",
+              "loss_fn": loss_fn, **dict(evaluator_kwargs or {})}
         with session.lock:
             ev = Evaluator(model, eval_data, **kw)
         b = ev.baseline
-        initial = EpochRecord(0, 0, None, None, b.loss, b.accuracy)
+        initial = EpochRecord(0, 0, None, None, b.loss, b.accuracy, b.value)
     result = FinetuneResult([], initial, epochs, 0, total, state_before=state_before,
                             originals_before=originals_before, pins_before=session.pins() if keep_snapshot else {})
     report = ProgressReporter(progress, total or 0)
@@ -319,8 +330,8 @@ def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, 
             torch.manual_seed(seed)
             reapply_masks(session)
             for epoch in range(1, epochs + 1):
-                stop = _train_epoch(session, model, loader, opt, loss_fn, entries, generation, cancel, report,
-                                    result, epoch, ev)
+                stop, task = _train_epoch(session, model, loader, opt, task, loss_fn, entries, generation, cancel,
+                                          report, result, epoch, ev)
                 if stop is not None:
                     result.cancelled = True
                     result.stopped_reason = stop
@@ -340,26 +351,29 @@ def _finetune(session: PruningSession, train_data: Any, epochs: int, lr: float, 
     return result
 
 
-def _train_epoch(session: PruningSession, model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
-                 loss_fn: Callable, entries: list, generation: int, cancel: Cancel, report: ProgressReporter,
-                 result: FinetuneResult, epoch: int, ev: Evaluator | None) -> str | None:
-    """One epoch; appends its :class:`EpochRecord` and returns why it stopped early (None if it did not)."""
+def _train_epoch(session: PruningSession, model: nn.Module, loader: Iterable[Any], opt: torch.optim.Optimizer,
+                 task: Any, loss_fn: Callable | None, entries: list, generation: int, cancel: Cancel,
+                 report: ProgressReporter, result: FinetuneResult, epoch: int,
+                 ev: Evaluator | None) -> tuple[str | None, Any]:
+    """One epoch; appends its :class:`EpochRecord`; returns why it stopped early (None if it did not) and the
+    task (picked from the first batch when it was not given)."""
     e0 = time.perf_counter()
     loss_sum, correct, seen, steps, classify = 0.0, 0, 0, 0, False
     stop = None
     model.train()
-    for batch in loader:
+    for raw in loader:
         if is_cancelled(cancel):
             stop = "cancelled"
             break
-        x, y = batch[0], batch[1]
+        x, y = split_batch(raw, "a batch of the training data")
+        if not isinstance(task, Task):
+            task = task_for_batch(task, model, (x, y), loss_fn=loss_fn)
         with session.lock:
             if session.generation != generation:
                 stop = "the session's plan changed during fine-tuning"
                 break
             opt.zero_grad(set_to_none=True)
-            out = model(x)
-            loss = loss_fn(out, y)
+            loss, out = task.loss_and_outputs(model, (x, y))
             if not torch.isfinite(loss):
                 stop = f"the training loss became {loss.item()} (try a lower learning rate)"
                 break
@@ -374,9 +388,10 @@ def _train_epoch(session: PruningSession, model: nn.Module, loader: DataLoader, 
                     p.masked_fill_(pruned, 0.0)
         steps += 1
         result.steps_done += 1
-        loss_sum += float(loss.detach()) * len(y)
-        seen += len(y)
-        classify = out.dim() == 2 and y.dim() == 1 and not y.is_floating_point()
+        n = length(y)
+        loss_sum += float(loss.detach()) * n
+        seen += n
+        classify = task.name == "classification" and isinstance(out, torch.Tensor)
         if classify:
             correct += int((out.detach().argmax(1) == y).sum())
         report(result.steps_done, epoch=epoch, loss=loss_sum / seen, phase="finetune")
@@ -391,7 +406,8 @@ def _train_epoch(session: PruningSession, model: nn.Module, loader: DataLoader, 
         correct / seen if seen and classify else None,
         evaluated.loss if evaluated is not None else None,
         evaluated.accuracy if evaluated is not None else None,
-        time.perf_counter() - e0,
+        eval_metric=evaluated.value if evaluated is not None else None,
+        seconds=time.perf_counter() - e0,
         complete=stop is None,
     ))
-    return stop
+    return stop, task

@@ -24,6 +24,7 @@ from .evaluate import EvalResult, Evaluator
 from .prefix import StagedModel
 from .session import PruningSession, SessionEvent
 from .targets import get_tensor
+from .tasks import call_model
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,12 @@ class LiveEvaluator:
         )
         # stages whose input the forward modifies in place: an activation cached there would not stay valid
         self._no_cache: set[int] = set()
+        example = self.evaluator.example_input(2)
+        if not isinstance(example, torch.Tensor):
+            self._stage_of = {}  # staged runs take one tensor; other inputs (dicts, image lists) run whole
         if self._stage_of:
             try:
-                self._no_cache = self._staged.mutated_inputs(self.evaluator.x[:2])
+                self._no_cache = self._staged.mutated_inputs(example)
             except Exception:  # noqa: BLE001 - cannot tell: run whole
                 log.warning("pruneviz: the in-place check of the model's stages failed; prefix cache off")
                 self._stage_of = {}
@@ -323,9 +327,9 @@ class LiveEvaluator:
         acts = self._cache.acts(start) if start is not None else None
         captured: list[torch.Tensor] = []
 
-        def forward(i: int, xb: torch.Tensor) -> torch.Tensor:
+        def forward(i: int, xb: Any) -> Any:
             if staged is None or not stage_of:
-                return self._model(xb)
+                return call_model(self._model, xb)
             if acts is not None:
                 out, cap = staged.run(xb, start, acts[i], capture)
             else:

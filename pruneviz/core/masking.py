@@ -56,7 +56,7 @@ class MaskingMixin:
     def _sub_ctx(self, targets: list[Target]) -> ScoreContext:
         c = self._ctx
         return ScoreContext(c.model, targets, c.originals, c.calib_data, c.loss_fn, c.max_batches, c.seed, c.cache,
-                            c.extra_originals, c.batchnorms)
+                            c.extra_originals, c.batchnorms, c.task)
 
     def _channel_scores(self, crit: Criterion) -> dict[str, torch.Tensor | None]:
         key = "channel:" + crit.name

@@ -81,6 +81,8 @@ class ScheduleRecord:
     accuracy: float | None
     loss: float | None
     seconds: float = 0.0
+    #: the task's headline metric (accuracy, mAP@0.5, R², ...)
+    metric: float | None = None
 
 
 @dataclass
@@ -142,7 +144,8 @@ def run_schedule(
     progress: ProgressFn | None = None,
     cancel: Cancel = None,
     seed: int = 0,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    task: Any = None,
     evaluator_kwargs: Mapping[str, Any] | None = None,
     finetune_kwargs: Mapping[str, Any] | None = None,
     num_threads: int | None = None,
@@ -182,7 +185,9 @@ def run_schedule(
         if eval_data is not None:
             with session.lock:
                 ev = Evaluator(session.model, eval_data,
-                               **{"first_chunk": 512, "chunk_size": 512, **dict(evaluator_kwargs or {})})
+                               **{"first_chunk": 512, "chunk_size": 512, "loss_fn": loss_fn,
+                                  "task": task if task is not None else (session.task or "auto"),
+                                  **dict(evaluator_kwargs or {})})
 
         def measure(step: int, phase: str, goal: float, since: float) -> ScheduleRecord:
             r = None
@@ -191,13 +196,14 @@ def run_schedule(
                     r = ev.evaluate(session.model)
             rec = ScheduleRecord(step, phase, session.summary().sparsity, goal,
                                  r.accuracy if r is not None else None, r.loss if r is not None else None,
-                                 time.perf_counter() - since)
+                                 time.perf_counter() - since, r.value if r is not None else None)
             result.records.append(rec)
             return rec
 
         result = ScheduleResult([], name, target, sparsities)
         measure(0, "start", start, t0)
-        ft_kw = {"lr": lr, "optimizer": optimizer, "loss_fn": loss_fn, "seed": seed, **dict(finetune_kwargs or {})}
+        ft_kw = {"lr": lr, "optimizer": optimizer, "loss_fn": loss_fn, "task": task, "seed": seed,
+                 **dict(finetune_kwargs or {})}
         for i, s in enumerate(sparsities, start=1):
             if is_cancelled(cancel):
                 result.cancelled = True

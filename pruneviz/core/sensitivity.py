@@ -101,7 +101,7 @@ def sensitivity_sweep(
     levels: Sequence[float] = DEFAULT_LEVELS,
     layers: Sequence[str] | None = None,
     criterion: str | Criterion | None = None,
-    metric: str = "accuracy",
+    metric: str | None = None,
     executor: cf.Executor | str | None = None,
     progress: ProgressFn | None = None,
     cancel: Cancel = None,
@@ -116,8 +116,8 @@ def sensitivity_sweep(
 
     ``layers``: default every target (in structured scope all but the output layer). ``criterion``:
     default the session's. ``scope``: "layer" (fraction of weights) or "structured" (fraction of output
-    channels); default structured if the session is, else layer. ``metric``: "accuracy", "loss", "top5"
-    or a key of your ``metric_fn`` (pass it in ``evaluator_kwargs``). ``others``: "dense" or "current"
+    channels); default structured if the session is, else layer. ``metric``: default the task's headline
+    (accuracy, mAP@0.5 as "map50", R² as "r2"), or "loss", "top5", "map" or a key of your ``metric_fn`` (pass it in ``evaluator_kwargs``). ``others``: "dense" or "current"
     (see the module docstring). ``executor``: None (a local process pool, ``max_workers`` processes,
     forkserver/spawn), "inline" (this process, no pool) or any ``concurrent.futures.Executor`` such as a
     Dask ``client.get_executor()``; with a pool the model's class must be importable by the workers.
@@ -137,7 +137,7 @@ def sensitivity_sweep(
     if not lv:
         raise PrunevizError("levels is empty: pass sparsities such as (0.1, 0.3, 0.5, 0.7, 0.9).")
     if layers is None:
-        names = [n for n in session.names if not (scope == "structured" and n == session.output_layer)]
+        names = [n for n in session.names if not (scope == "structured" and n in session.output_layers)]
     else:
         names = list(dict.fromkeys(layers))
         for n in names:
@@ -154,12 +154,19 @@ def sensitivity_sweep(
     samples = as_samples(data)
     samples = samples.subset(stratified_order(samples.targets, ekw.pop("subset_size", None), ekw.get("seed", 0)))
     model = _base_model(session, others)
-    shared = {"model": model, "samples": samples, "eval_kwargs": ekw, "calib": calib, "loss_fn": loss_fn}
+    shared = {"model": model, "samples": samples, "eval_kwargs": ekw, "calib": calib, "loss_fn": loss_fn,
+              "task": session.task}
     with torch_threads(1):
-        baseline_metrics = metrics_of(make_evaluator(model, shared).baseline)
+        base_ev = make_evaluator(model, shared)
+    baseline_metrics = metrics_of(base_ev.baseline)
+    if metric is None:
+        metric = base_ev.task.metric if base_ev.task.metric in baseline_metrics else next(iter(baseline_metrics))
     if metric not in baseline_metrics:
         raise PrunevizError(f"unknown metric {metric!r}; this evaluation gives {', '.join(baseline_metrics)}.")
-    hib = (metric not in LOWER_IS_BETTER) if higher_is_better is None else bool(higher_is_better)
+    if higher_is_better is None:
+        hib = base_ev.task.higher_is_better if metric == base_ev.task.metric else metric not in LOWER_IS_BETTER
+    else:
+        hib = bool(higher_is_better)
 
     every = tuple(glob.escape(n) for n in session.names)
     local = isinstance(crit, str) and crit in LOCAL_CRITERIA

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion, ScoreContext, find_batchnorms
+from .batches import Batch, as_batches
+from .criteria import Criterion, ScoreContext, find_batchnorms
 from .errors import NonFiniteWeightsError, PrunevizError, UnknownLayerError, suggest
 from .masking import MaskingMixin
 from .masks import (
@@ -26,6 +28,8 @@ from .targets import Target, find_targets, get_tensor
 log = logging.getLogger(__name__)
 
 MAX_HISTORY = 10_000
+#: calibration batches the session keeps (the gradient criteria average over them)
+CALIB_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,19 @@ class PruningSession(MaskingMixin, RebaseMixin):
         scope: str = "layer",
         include: Sequence[str | type] | None = None,
         exclude: Sequence[str | type] | None = None,
-        calib_data: Iterable[Batch] | None = None,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        calib_data: Any = None,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
         seed: int = 0,
+        task: str | Any | None = None,
+        protect: Sequence[str | type] | None = None,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise PrunevizError(
+                f"the model is a {type(model).__name__}, not a torch.nn.Module: pass the model object itself "
+                "(e.g. torchvision.models.resnet18(), or torch.load(...) into a model built in code)."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise PrunevizError(f"seed must be a whole number, got {seed!r}.")
         self.model = model
         self.targets: list[Target] = find_targets(model, include=include, exclude=exclude)
         self._by_name = {t.name: t for t in self.targets}
@@ -89,9 +102,12 @@ class PruningSession(MaskingMixin, RebaseMixin):
         self._mask_cache: dict[str, torch.Tensor] = {}
         self._zeros = dict.fromkeys(self._by_name, 0)
         self._applied: dict[str, tuple] = {n: ("dense", 0) for n in self._by_name}
+        # calibration data in any form (tensors, a Dataset, a DataLoader, a list of batches): the first few
+        # batches, read once (a generator could not be read twice)
+        calib = as_batches(calib_data, limit=CALIB_BATCHES) if calib_data is not None else None
         self._ctx = ScoreContext(
-            model, self.targets, self._originals, calib_data, loss_fn, seed=seed,
-            extra_originals=self._extra_originals, batchnorms=self._bn_of,
+            model, self.targets, self._originals, calib, loss_fn, max_batches=CALIB_BATCHES, seed=seed,
+            extra_originals=self._extra_originals, batchnorms=self._bn_of, task=task,
         )
         self._criteria: dict[str, Criterion] = {}
         self._rank_key: tuple | None = None
@@ -101,6 +117,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         self._ranks: dict[str, torch.Tensor | None] = {}
         self._channel_ranks: dict[str, dict[str, torch.Tensor | None]] = {}
         self.output_layer = self.targets[-1].name
+        self._protected = self._resolve_protect(protect)
         self.generation = 0
         self._listeners: list[Listener] = []
         plan = Plan(self._criterion(criterion).name, scope, dict.fromkeys(self._by_name, 0.0))
@@ -182,8 +199,12 @@ class PruningSession(MaskingMixin, RebaseMixin):
         """The calibration batches (at most as many as the gradient criteria use) and the loss function."""
         if self._ctx.calib_data is None:
             return None, self._ctx.loss_fn
-        batches = [(b[0], b[1]) for _, b in zip(range(self._ctx.max_batches), self._ctx.calib_data, strict=False)]
-        return batches, self._ctx.loss_fn
+        return list(self._ctx.calib_data)[: self._ctx.max_batches], self._ctx.loss_fn
+
+    @property
+    def task(self) -> Any:
+        """The task given to the session (a Task, a name, or None: picked from the data when needed)."""
+        return self._ctx.task
 
     def criterion(self, name: str | None = None) -> Criterion:
         """The criterion object called ``name`` (default: the plan's), including custom ones given to the session."""
@@ -291,7 +312,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         plan = self._plan
         if plan.scope == "global":
             return self.apply_plan(plan.with_(global_sparsity=v), reason="set")
-        skip = {self.output_layer} if plan.scope == "structured" else set()
+        skip = set(self._protected) if plan.scope == "structured" else set()
         sparsity = {n: (0.0 if n in skip else v) for n in self._by_name}
         return self.apply_plan(plan.with_(global_sparsity=v, sparsity=sparsity), reason="set")
 
@@ -306,7 +327,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
             raise PrunevizError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}.")
         plan = self._plan.with_(scope=scope)
         if scope != "global":
-            skip = {self.output_layer} if scope == "structured" else set()
+            skip = set(self._protected) if scope == "structured" else set()
             g = plan.global_sparsity
             plan = plan.with_(sparsity={n: (0.0 if n in skip else g) for n in self._by_name})
         return self.apply_plan(plan, reason="scope")
@@ -373,8 +394,33 @@ class PruningSession(MaskingMixin, RebaseMixin):
     def history_position(self) -> int:
         return self._pos
 
+    @property
+    def output_layers(self) -> tuple[str, ...]:
+        """The layers the global slider leaves alone in structured scope (the output head: removing their
+        channels would remove classes or box coordinates). Default: the last layer; see ``protect``."""
+        return self._protected
+
+    def protect(self, layers: Sequence[str | type]) -> None:
+        """Make ``layers`` (names, patterns or types) the output head left alone by the global slider in
+        structured scope; takes effect at the next global-slider or scope change."""
+        self._protected = self._resolve_protect(layers)
+
     # --------------------------------------------------------------- internals
+    def _resolve_protect(self, layers: Sequence[str | type] | None) -> tuple[str, ...]:
+        if layers is None:
+            return (self.output_layer,)
+        if isinstance(layers, str | type):
+            layers = [layers]
+        from .targets import matching
+
+        names = matching(self.targets, list(layers), "protect")
+        return tuple(names)
+
     def _check_name(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise UnknownLayerError(
+                f"layer names are strings such as {self.targets[0].name!r}, not {type(name).__name__} {name!r}; "
+                "see session.names.")
         if name not in self._by_name:
             raise UnknownLayerError(
                 f"{name!r} is not a prunable tensor of this session." + suggest(name, self._by_name)

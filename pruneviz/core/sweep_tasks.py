@@ -66,12 +66,14 @@ class Payload:
 
 
 def metrics_of(r: EvalResult) -> dict[str, float]:
-    out = {"accuracy": r.accuracy, "loss": r.loss, "top5": r.top5, **r.custom}
+    """Every scalar metric of a result (the task's, the loss, the user's metric_fn values)."""
+    out = {"accuracy": r.accuracy, "loss": r.loss, "top5": r.top5, **r.metrics, **r.custom}
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
 def make_evaluator(model: nn.Module, data: Mapping[str, Any]) -> Evaluator:
-    return Evaluator(model, data["samples"], **data["eval_kwargs"])
+    kwargs = {"task": data.get("task") or "auto", "loss_fn": data.get("loss_fn"), **data["eval_kwargs"]}
+    return Evaluator(model, data["samples"], **kwargs)
 
 
 def run_task(payload: Payload, task: Task, cancel: Cancel = None,
@@ -85,7 +87,7 @@ def run_task(payload: Payload, task: Task, cancel: Cancel = None,
                 get_tensor(model, name).copy_(value)
         session = PruningSession(
             model, criterion=task.criterion, scope=task.scope, include=list(task.include),
-            calib_data=data["calib"], loss_fn=data["loss_fn"], seed=task.seed,
+            calib_data=data["calib"], loss_fn=data["loss_fn"], seed=task.seed, task=data.get("task"),
         )
         if not session.supported(task.layer):
             return {"layer": task.layer, "rows": [], "skipped": f"criterion cannot score {task.layer}"}

@@ -108,8 +108,14 @@ def find_targets(
             "Pass types=... to add module types."
         )
     names = [t.name for t in all_targets]
+    include = [include] if isinstance(include, str | type) else include  # one pattern is a list of one
+    exclude = [exclude] if isinstance(exclude, str | type) else exclude
     for selectors, label in ((include, "include"), (exclude, "exclude")):
         for sel in selectors or ():
+            if not isinstance(sel, str | type):
+                raise UnknownLayerError(
+                    f"{label} holds {type(sel).__name__} {sel!r}: give layer names or patterns (strings) or module "
+                    "types.")
             if isinstance(sel, str) and not any(_matches(t, [sel]) for t in all_targets):
                 raise UnknownLayerError(
                     f"{label}={sel!r} matches no prunable tensor of {type(model).__name__}."
@@ -133,3 +139,15 @@ def get_tensor(model: nn.Module, name: str) -> torch.Tensor:
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     return getattr(module, attr)
+
+
+def matching(targets: Sequence[Target], selectors: Sequence[str | type], label: str) -> list[str]:
+    """Names of the targets that ``selectors`` (names, shell patterns or module types) match, in target order;
+    an :class:`UnknownLayerError` for a name or pattern that matches nothing."""
+    names = [t.name for t in targets]
+    for sel in selectors:
+        if not isinstance(sel, str | type):
+            raise UnknownLayerError(f"{label}={sel!r}: give layer names or patterns (strings) or module types.")
+        if isinstance(sel, str) and not any(_matches(t, [sel]) for t in targets):
+            raise UnknownLayerError(f"{label}={sel!r} matches no prunable tensor." + suggest(sel, names))
+    return [t.name for t in targets if _matches(t, selectors)]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, PrunevizError, suggest
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -99,11 +99,21 @@ _CLASSES: dict[str, type[nn.Module]] = {"cnn": DigitsCNN, "mlp": DigitsMLP}
 _ARCH = {"cnn": "DigitsCNN", "mlp": "DigitsMLP"}
 
 
+class UnknownDemoError(PrunevizError):
+    """A demo model name pruneviz does not ship."""
+
+
+def _demo_names() -> list[str]:
+    from .demos import DEMOS
+
+    return list(DEMOS)
+
+
 def _canonical(name: str) -> str:
     key = str(name).strip().lower().replace("-", "_")
     if key not in _ALIASES:
-        valid = ", ".join(repr(n) for n in _ALIASES)
-        raise ValueError(f"Unknown demo model {name!r}; valid names are: {valid}.")
+        valid = ", ".join(repr(n) for n in _demo_names())
+        raise UnknownDemoError(f"Unknown demo model {name!r}; valid names are: {valid}." + suggest(key, _demo_names()))
     return _ALIASES[key]
 
 
@@ -142,11 +152,18 @@ def load_demo_model(
     pretrained: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
-    """Return demo model ``name`` ("cnn"/"mlp", or "digits_cnn"/"digits_mlp") in eval mode.
+    """Return demo model ``name`` in eval mode: "cnn"/"mlp" (or "digits_cnn"/"digits_mlp"), or any other demo
+    of :data:`pruneviz.data.demos.DEMOS` (e.g. "detector"; always pretrained).
 
     With ``pretrained=True`` the weights come from the committed checkpoint, or from ``checkpoint``
     if given; a missing or corrupt file raises :class:`DemoCheckpointError`.
     """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _ALIASES:
+        from .demos import DEMOS
+
+        if key in DEMOS and pretrained and checkpoint is None:
+            return DEMOS[key].load()
     canonical = _canonical(name)
     model = _CLASSES[canonical]()
     if pretrained:

@@ -193,7 +193,7 @@ class StructuredLesson(W.VBox):
             layout=W.Layout(width="560px"), style={"description_width": "initial"},
         )
         self.slider.add_class("pv-lesson-slider")
-        layers = [n for n in self.lab.sessions[criterion].names if n != self.lab.sessions[criterion].output_layer]
+        layers = [n for n in self.lab.sessions[criterion].names if n not in self.lab.sessions[criterion].output_layers]
         self.layer = W.Dropdown(options=[(n.rsplit(".", 1)[0], n) for n in layers], value=layer,
                                 description="Importance of:", style={"description_width": "initial"})
         self.stats = W.HTML()

@@ -22,14 +22,31 @@ from .figures import N_TRAIL_SLOTS, MainShapes, MainTraces
 _TAGS = re.compile(r"<[^>]+>")
 
 
+#: how the views name and format a task's metrics (others: their key and 4 significant digits)
+METRIC_TEXT = {"map50": ("mAP@0.5", ".3f"), "map": ("mAP@[.5:.95]", ".3f"), "map75": ("mAP@0.75", ".3f"),
+               "r2": ("R²", ".3f"), "mse": ("MSE", ".4g"), "mae": ("MAE", ".4g")}
+
+
+def metric_text(key: str, value: float) -> str:
+    label, fmt = METRIC_TEXT.get(key, (key, ".4g"))
+    return f"{label} {value:{fmt}}"
+
+
 def result_text(r: EvalResult) -> str:
-    """'accuracy 97.2 % ± 1.1 (128/360 samples) · loss 0.094' (or the loss/metric for other tasks)."""
+    """'accuracy 97.2 % ± 1.1 (128/360 samples) · loss 0.094'; for other tasks their headline metric with its
+    interval ('mAP@0.5 0.941 ± 0.012 (48/300 samples) · mAP@[.5:.95] 0.772')."""
     parts = []
     if r.accuracy is not None:
         lo, hi = r.accuracy_ci or (r.accuracy, r.accuracy)
         parts.append(f"accuracy {100 * r.accuracy:.1f} % ± {50 * (hi - lo):.1f} ({r.n}/{r.total} samples)")
+    elif r.value is not None and r.metric != "loss" and r.metric not in r.custom:
+        label, fmt = METRIC_TEXT.get(r.metric, (r.metric, ".4g"))
+        ci = f" ± {(r.value_ci[1] - r.value_ci[0]) / 2:{fmt}}" if r.value_ci is not None else ""
+        parts.append(f"{label} {r.value:{fmt}}{ci} ({r.n}/{r.total} samples)")
     else:
         parts.append(f"({r.n}/{r.total} samples)")
+    parts.extend(metric_text(k, v) for k, v in r.metrics.items()
+                 if k in ("map",) or (k == "mae" and r.metric == "r2"))
     if r.loss is not None:
         parts.append(f"loss {r.loss:.3f}")
     parts.extend(f"{k} {v:.4g}" for k, v in r.custom.items())
@@ -58,28 +75,41 @@ class LiveAccuracy(widgets.VBox):
         self._shown: EvalResult | None = None
         self._stale = False
         self.metric_name = "accuracy"
+        self.percent = True
         if live is None:
             self.label.value = '<span class="pv-help">No evaluation data: pass data=(inputs, labels) to see accuracy.</span>'
             self.progress.layout.display = "none"
         else:
             base = live.baseline
-            self.metric_name = "accuracy" if base.accuracy is not None else "loss"
+            task = live.evaluator.task
+            self.metric_name = task.metric if base.value is not None else "loss"
+            self.percent = task.percent and base.value is not None
             self.progress.max = max(1, base.total)
             self.baseline_label.value = f'<span class="pv-help">unpruned: {esc(result_text(base))}</span>'
-            if base.accuracy is None:
+            if base.value is None:
                 self.fig.layout.yaxis3.update(title_text="loss", range=None, autorange=True)
                 self.fig.layout.annotations[2].text = "Loss vs. weights removed"
             else:
+                label = task.metric_label
+                if not self.percent:
+                    top = max(1.0, float(base.value)) * 1.03 if task.name == "detection" else None
+                    self.fig.layout.yaxis3.update(title_text=label, range=[0, top] if top else None,
+                                                  autorange=top is None)
+                    self.fig.layout.annotations[2].text = f"{label} vs. weights removed"
+                    for k in range(N_TRAIL_SLOTS):
+                        self.fig.data[MainTraces.TRAIL0 + k].hovertemplate = (
+                            "%{x:.1f} % removed: %{y:.3f}<extra>%{fullData.name}</extra>")
+                value = self._metric(base)
                 line = self.fig.layout.shapes[MainShapes.TRAIL_BASE]
-                line.update(visible=True, y0=100 * base.accuracy, y1=100 * base.accuracy)
+                line.update(visible=True, y0=value, y1=value)
             self.show(live.latest if live.latest is not None else base, stale=live.latest is None)
         super().__init__([self.label, self.progress, self.baseline_label])
         self.add_class("pv-live-accuracy")
 
-    @staticmethod
-    def _metric(r: EvalResult) -> float | None:
-        if r.accuracy is not None:
-            return 100 * r.accuracy
+    def _metric(self, r: EvalResult) -> float | None:
+        """The trail's y value: the headline metric (in % when it is a fraction), else the loss."""
+        if r.value is not None and self.metric_name != "loss":
+            return 100 * r.value if self.percent else r.value
         return r.loss
 
     def show(self, r: EvalResult, stale: bool = False) -> None:

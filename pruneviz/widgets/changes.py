@@ -1,55 +1,30 @@
-"""WhatChanged: per-class accuracy against the unpruned baseline, and for image data a gallery of the
-samples whose prediction flipped ("before -> after").
+"""WhatChanged: per-class results against the unpruned baseline (accuracy, or AP for a detector), and a
+gallery of the samples whose outcome changed: digits whose prediction flipped, images whose boxes changed.
 
-The gallery has a fixed number of ``Image`` slots created once; an update only swaps their PNG bytes
-(small native-resolution PNGs, scaled up in the browser with pixelated rendering).
+The gallery has a fixed number of slots created once; an update only swaps their PNG bytes and labels. How a
+sample is drawn is its renderer's business (:mod:`pruneviz.widgets.samples`).
 """
 
 from __future__ import annotations
 
-import io
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
 from ..core.evaluate import EvalResult
-from .base import COLORS, TraceWriter, ViewContext, esc
+from .base import TraceWriter, ViewContext
 from .figures import MainTraces
+from .samples import make_renderer
 
 N_SLOTS = 8
-DISPLAY_PX = 72
-MAX_PNG_SIDE = 64
-
-
-def is_image_batch(x: torch.Tensor) -> bool:
-    """4-D inputs with 1 or 3 channels (N, C, H, W) are shown as images."""
-    return x.dim() == 4 and x.shape[1] in (1, 3) and x.shape[2] >= 4 and x.shape[3] >= 4
-
-
-def to_png(sample: torch.Tensor) -> tuple[bytes, int, int]:
-    """One (C, H, W) sample as PNG bytes (per-image min-max scaling), at most 64 px a side; and its size."""
-    from PIL import Image
-
-    a = sample.detach().float().cpu()
-    lo, hi = float(a.min()), float(a.max())
-    a = (a - lo) / (hi - lo) if hi > lo else torch.zeros_like(a)
-    arr = (a.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    img = Image.fromarray(arr[0], mode="L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0), "RGB")
-    if max(img.size) > MAX_PNG_SIDE:
-        img.thumbnail((MAX_PNG_SIDE, MAX_PNG_SIDE))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue(), img.size[0], img.size[1]
 
 
 class WhatChanged(widgets.VBox):
-    """Per-class bars (subplot bottom right: bars now, black ticks unpruned) and the flipped-sample gallery.
+    """Per-class bars (subplot bottom right: bars now, black ticks unpruned) and the changed-sample gallery.
 
-    Parts: ``header`` (HTML), ``slots`` (list of (Image, HTML) pairs, fixed), ``gallery`` (HBox).
+    Parts: ``header`` (HTML), ``slots`` (list of (Image, HTML) pairs, fixed), ``gallery`` (HBox), ``renderer``.
     ``flipped``: subset indices of the samples shown now.
     """
 
@@ -60,15 +35,20 @@ class WhatChanged(widgets.VBox):
         self.header.add_class("pv-changes-header")
         self.slots: list[tuple[widgets.Image, widgets.HTML]] = []
         self.flipped: list[int] = []
-        self._png: OrderedDict[int, tuple[bytes, int, int]] = OrderedDict()
         self._writer = TraceWriter()
         live = ctx.live
-        self.images = live is not None and is_image_batch(live.evaluator.x)
+        self.renderer = None
+        if live is not None:
+            ev = live.evaluator
+            self.renderer = make_renderer(ev.task.name, ev.x, ev.y, self.class_names,
+                                          getattr(ev.task, "score_threshold", 0.3))
+        self.images = self.renderer is not None and self.renderer.images
         boxes = []
         if self.images:
+            px = self.renderer.display_px
             for _ in range(N_SLOTS):
-                img = widgets.Image(format="png", width=str(DISPLAY_PX))
-                lab = widgets.HTML(layout=widgets.Layout(width=f"{DISPLAY_PX + 16}px"))
+                img = widgets.Image(format="png", width=str(px))
+                lab = widgets.HTML(layout=widgets.Layout(width=f"{px + 16}px"))
                 lab.add_class("pv-slot-label")
                 box = widgets.VBox([img, lab], layout=widgets.Layout(display="none", align_items="center",
                                                                       margin="0 4px"))
@@ -82,27 +62,23 @@ class WhatChanged(widgets.VBox):
             n = len(base.per_class)
             if len(self.class_names) != n:
                 self.class_names = [str(i) for i in range(n)]
+            if self.renderer is not None:
+                self.renderer.class_names = self.class_names
+            task = live.evaluator.task
             with self.fig.batch_update():
                 if n > 40:  # too many to label: hover still names each class
                     self.fig.layout.xaxis4.update(showticklabels=False, title_text=f"class ({n})")
+                if task.per_class_label and task.per_class_label != "accuracy":
+                    self.fig.layout.yaxis4.update(title_text=f"{task.per_class_label} (%)")
+                    self.fig.layout.annotations[3].text = f"{task.per_class_label} per class"
                 self.fig.data[MainTraces.CLASS_NOW].x = self.class_names
                 self.fig.data[MainTraces.CLASS_BASE].x = self.class_names
-                self.fig.data[MainTraces.CLASS_BASE].y = (100 * base.per_class).astype(np.float32)
+                self.fig.data[MainTraces.CLASS_BASE].y = (100 * np.nan_to_num(base.per_class)).astype(np.float32)
             self.on_result(live.latest_final or base)
         else:
-            self.header.value = '<span class="pv-help">Per-class accuracy needs classification data.</span>'
+            self.header.value = '<span class="pv-help">Per-class results need classification or detection data.</span>'
         super().__init__([self.header, self.gallery])
         self.add_class("pv-changes")
-
-    def _name(self, c: int) -> str:
-        return self.class_names[c] if 0 <= c < len(self.class_names) else str(c)
-
-    def _png_for(self, i: int) -> tuple[bytes, int, int]:
-        if i not in self._png:
-            self._png[i] = to_png(self.ctx.live.evaluator.x[i])
-            while len(self._png) > 4 * N_SLOTS:
-                self._png.popitem(last=False)
-        return self._png[i]
 
     def on_result(self, r: EvalResult) -> None:
         """A final result: update the per-class bars and the gallery."""
@@ -110,37 +86,23 @@ class WhatChanged(widgets.VBox):
         if live is None or r.per_class is None or not r.final:
             return
         with self.fig.batch_update():
-            self._writer.set(self.fig.data[MainTraces.CLASS_NOW], "y", (100 * r.per_class).astype(np.float32))
+            self._writer.set(self.fig.data[MainTraces.CLASS_NOW], "y",
+                             (100 * np.nan_to_num(r.per_class)).astype(np.float32))
         base = live.baseline
-        changed = np.asarray(r.changed if r.changed is not None else [], dtype=np.int64)
-        y = live.evaluator.y.numpy()
-        before, after = base.predictions[changed], r.predictions[changed]
-        now_wrong = (before == y[changed]) & (after != y[changed])
-        now_right = (before != y[changed]) & (after == y[changed])
-        order = np.concatenate([changed[now_wrong], changed[now_right], changed[~now_wrong & ~now_right]])
-        if len(changed) == 0:
-            self.header.value = ('<span class="pv-help">No prediction has changed yet: prune more to see which '
-                                 "samples flip.</span>")
-        else:
-            self.header.value = (
-                f"<b>{len(changed)} of {r.total}</b> predictions flipped vs. unpruned "
-                f'(<span style="color:{COLORS["warn"]}">{int(now_wrong.sum())} now wrong</span>, '
-                f'<span style="color:{COLORS["good"]}">{int(now_right.sum())} now right</span>)'
-                + (" · before → after:" if self.images else "")
-            )
+        if self.renderer is None:
+            return
+        self.header.value = self.renderer.header(r, base, self.images)
+        order = self.renderer.order(r, base)
         self.flipped = [int(i) for i in order[: len(self.slots)]]
         for k, ((img, lab), box) in enumerate(zip(self.slots, self._boxes, strict=True)):
             if k >= len(self.flipped):
                 if box.layout.display != "none":
                     box.layout.display = "none"
                 continue
-            i = self.flipped[k]
-            png, w, h = self._png_for(i)
-            img.value = png
-            img.width = str(DISPLAY_PX if w >= h else round(DISPLAY_PX * w / h))
-            b, a, t = int(base.predictions[i]), int(r.predictions[i]), int(y[i])
-            color = COLORS["good"] if a == t else COLORS["warn"]
-            lab.value = (f'<span style="color:{color}"><b>{esc(self._name(b))} → {esc(self._name(a))}</b></span>'
-                         f'<br><span style="color:#6b7280">true {esc(self._name(t))}</span>')
+            png, w, h, label = self.renderer.render(self.flipped[k], r, base)
+            px = self.renderer.display_px
+            img.value = png or b""
+            img.width = str(px if w >= h else round(px * w / h))
+            lab.value = label
             if box.layout.display is not None:
                 box.layout.display = None

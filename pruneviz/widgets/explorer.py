@@ -7,7 +7,7 @@ yours. Data flows one way: controls -> session -> (events) -> views; live result
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -86,7 +86,7 @@ class Explorer(widgets.VBox):
             self.live = LiveEvaluator(session, data, **opts)
             self._unsubscribe.append(self.live.on_event(self._on_live))
             if example_input is None:
-                example_input = self.live.evaluator.x[:1]
+                example_input = self.live.evaluator.example_input(1)
         if class_names is None:
             class_names = getattr(data, "classes", None)
         num_classes = self.live.evaluator.num_classes if self.live is not None else 0
@@ -231,21 +231,24 @@ def _close_tree(w: widgets.Widget) -> None:
     w.close()
 
 
-def _is_demo_model(model: object) -> bool:
-    from ..data import DigitsCNN, DigitsMLP
+def _demo_defaults(model: nn.Module) -> tuple[Any, list[Batch], list[str], str] | None:
+    """For a demo model: its test data, a few train batches for the gradient criteria, class names and a title
+    (None for any other model)."""
+    from ..data.demos import demo_defaults
 
-    return isinstance(model, DigitsCNN | DigitsMLP)
+    return demo_defaults(model)
 
 
-def _demo_defaults(model: nn.Module) -> tuple[Batch, list[Batch], list[str], str]:
-    """Digits test data, a few train batches for the gradient criteria, class names and a title."""
-    from ..data import DIGITS_CLASSES, digits_tensors, load_digits_split
+def _output_head(model: nn.Module, data: Any) -> list[str]:
+    """The model's output layers (see :func:`pruneviz.core.graph.output_layers`) on one sample of ``data``."""
+    from ..core.batches import first_input
+    from ..core.graph import output_layers
+    from ..core.targets import find_targets
 
-    x, y = load_digits_split().train.tensors
-    calib = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
-    kind = "CNN" if type(model).__name__.endswith("CNN") else "MLP"
-    title = f"pruneviz · demo {kind} on 8×8 handwritten digits"
-    return digits_tensors("test"), calib, list(DIGITS_CLASSES), title
+    try:
+        return output_layers(model, first_input(data, 1), find_targets(model))
+    except Exception:  # noqa: BLE001 - bad data is reported by the evaluator with a clear message
+        return []
 
 
 def explore(
@@ -254,7 +257,10 @@ def explore(
     *,
     criterion: str = "magnitude",
     scope: str = "global",
-    calib_data: Iterable[Batch] | None = None,
+    task: str | Any = "auto",
+    output: Any = None,
+    protect: Sequence[str] | None = None,
+    calib_data: Any = None,
     class_names: Sequence[str] | None = None,
     example_input: torch.Tensor | None = None,
     subset_size: int | None = None,
@@ -285,8 +291,9 @@ def explore(
         from ..data import load_demo_model
 
         model = load_demo_model(model or "cnn")
-    if data is None and _is_demo_model(model):
-        demo_data, demo_calib, demo_names, demo_title = _demo_defaults(model)
+    demo = _demo_defaults(model) if data is None and isinstance(model, nn.Module) else None
+    if demo is not None:
+        demo_data, demo_calib, demo_names, demo_title = demo
         data = demo_data
         calib_data = demo_calib if calib_data is None else calib_data
         class_names = demo_names if class_names is None else class_names
@@ -294,9 +301,11 @@ def explore(
     if isinstance(model, PruningSession):
         session = model
     else:
-        if calib_data is not None:
-            calib_data = list(calib_data)
-        session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed)
+        if protect is None and data is not None:
+            protect = _output_head(model, data) or None
+        session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed,
+                                 task=task, protect=protect)
+    live_options = {"task": task, "output": output, **live_options}
     return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
                     title=title, live_options=live_options, defer_plots=defer_plots,
                     plotly_bundle=plotly_bundle)

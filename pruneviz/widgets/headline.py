@@ -41,7 +41,19 @@ class Headline(widgets.HTML):
         parts = []
         r, stale = self._result()
         live = self.ctx.live
-        if r is not None and r.accuracy is not None and live is not None and live.baseline.accuracy is not None:
+        task = live.evaluator.task if live is not None else None
+        if (r is not None and task is not None and not task.percent and r.value is not None
+                and live.baseline.value is not None):
+            base = live.baseline.value
+            approx = "" if r.final else "≈"
+            better = (r.value - base) * (1 if task.higher_is_better else -1)
+            cls = "" if abs(r.value - base) < 5e-4 else ("pv-neg" if better < 0 else "pv-pos")
+            rel = (f"same as unpruned {task.fmt(base)}" if not cls
+                   else f"{task.fmt_delta(r.value, base)} vs {task.fmt(base)}")
+            label = task.metric_label if task.name != "custom" else r.metric
+            html_part = f"{label} <b>{approx}{task.fmt(r.value)}</b> (<span class='{cls}'>{rel}</span>)"
+            parts.append(f"<span class='pv-stale'>{html_part}</span>" if stale else html_part)
+        elif r is not None and r.accuracy is not None and live is not None and live.baseline.accuracy is not None:
             acc, base = 100 * r.accuracy, 100 * live.baseline.accuracy
             delta = acc - base
             approx = "" if r.final else "≈"

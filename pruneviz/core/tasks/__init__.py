@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..batches import describe
+import torch
+from torch import nn
+
+from ..batches import Batch, describe, take_range
 from ..errors import EvaluationError, suggest
 from .base import Accumulator, LossFn, MetricFn, OutputSpec, Task, call_model, pick_output
 from .classification import ClassificationTask
@@ -20,6 +23,7 @@ _BY_NAME: dict[str, type[Task]] = {"classification": ClassificationTask, "detect
 __all__ = [
     "TASKS", "Accumulator", "ClassificationTask", "CustomTask", "DetectionTask", "LossFn", "MetricFn",
     "OutputSpec", "RegressionTask", "Task", "call_model", "make_task", "pick_output", "resolve_task",
+    "task_for_batch",
 ]
 
 
@@ -61,3 +65,27 @@ def resolve_task(spec: str | Task, raw_probe: Any, targets: Any, *, output: Outp
         "dict of boxes, scores and labels per image, for targets with boxes and labels). Pass task='regression', "
         "or task='custom' with a metric_fn and/or a loss_fn."
     )
+
+
+def task_for_batch(spec: str | Task | None, model: nn.Module, batch: Batch, *, output: OutputSpec = None,
+                   loss_fn: LossFn | None = None) -> Task:
+    """The task for training or calibrating on ``batch``: ``spec`` itself, or (None / "auto") picked from what
+    the model returns for the batch's first two samples (eval mode, no gradients; modes restored)."""
+    if spec is not None and spec != "auto":
+        task = make_task(spec, output=output, loss_fn=loss_fn)
+        assert task is not None
+        return task
+    inputs, targets = batch
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            raw = call_model(model, take_range(inputs, 0, 2))
+    except Exception as e:  # noqa: BLE001 - a batch that does not fit the model
+        raise EvaluationError(
+            f"the model cannot run on a batch of inputs {describe(inputs)}: {type(e).__name__}: {str(e)[:300]}"
+        ) from e
+    finally:
+        for m, training in modes:
+            m.training = training
+    return resolve_task("auto", raw, take_range(targets, 0, 2), output=output, loss_fn=loss_fn)

@@ -202,6 +202,15 @@ class Task:
         inputs, targets = batch
         return self.loss_fn(self.forward(model, inputs), targets)
 
+    def loss_and_outputs(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
+        """The training loss of a batch and the outputs it came from (None when the task's loss does not go
+        through the outputs, as a detector's loss dict does)."""
+        inputs, targets = batch
+        if self.loss_fn is None:
+            return self.loss(model, batch), None
+        out = self.forward(model, inputs)
+        return self.loss_fn(out, targets), out
+
     # ----------------------------------------------------------------- showing it
     def fmt(self, value: float | None) -> str:
         """The headline metric as people read it: '97.2 %' or '0.912'."""

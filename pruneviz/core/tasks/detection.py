@@ -185,6 +185,9 @@ class DetectionTask(Task):
                 "detectors that follow torchvision's convention (model(images, targets) -> {'loss_name': loss}).")
         return sum(out.values())
 
+    def loss_and_outputs(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
+        return self.loss(model, batch), None
+
     def fmt(self, value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"
 
