@@ -44,7 +44,6 @@ import platform
 import random
 import statistics
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,10 +57,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from live_series import SERIES, TASK_TARGETS  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from live_timing import live_moves, summary  # noqa: E402
+from report import write_json  # noqa: E402
 
 from pruneviz.core import PruningSession  # noqa: E402
-from pruneviz.core.live import LiveEvaluator, LiveEvent  # noqa: E402
+from pruneviz.core.live import LiveEvaluator  # noqa: E402
 from pruneviz.data import digits_tensors, load_demo_model  # noqa: E402
 
 # Targets from the design (section 4) and the issue: (section, key, "<=" or ">=", limit)
@@ -76,96 +77,6 @@ N_SAMPLES = 1000
 NAIVE_BATCH = 250
 RESNET_CHUNKS = {"first_chunk": 100, "chunk_size": 300}
 SPARSITY_RANGE = (0.05, 0.95)
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) by linear interpolation (numpy's default)."""
-    v = sorted(values)
-    if len(v) == 1:
-        return v[0]
-    pos = q * (len(v) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
-def summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {"median": round(statistics.median(ms), 2), "p95": round(pct(ms, 0.95), 2),
-            "min": round(min(ms), 2), "max": round(max(ms), 2)}
-
-
-class Clock:
-    """Listener recording, per generation, when the first estimate and the final result were reported."""
-
-    def __init__(self) -> None:
-        self.first: dict[int, float] = {}
-        self.final: dict[int, float] = {}
-        self.first_n: dict[int, int] = {}
-        self.accuracy: dict[int, float] = {}
-        self.errors: list[str] = []
-        self.done = threading.Condition()
-
-    def __call__(self, event: LiveEvent) -> None:
-        now = time.perf_counter()
-        if event.kind == "error":
-            self.errors.append(event.error or "")
-        if event.kind != "result" or event.result is None:
-            return
-        g = event.generation
-        self.first.setdefault(g, now)
-        self.first_n.setdefault(g, event.result.n)
-        if event.result.final:
-            with self.done:
-                self.final[g] = now
-                self.accuracy[g] = event.result.accuracy
-                self.done.notify_all()
-
-    def wait(self, generation: int, timeout: float = 120.0) -> None:
-        with self.done:
-            if not self.done.wait_for(lambda: generation in self.final or bool(self.errors), timeout):
-                raise TimeoutError(f"no final result for generation {generation} within {timeout} s")
-        if self.errors:
-            raise RuntimeError(f"the LiveEvaluator reported an error: {self.errors[0]}")
-
-
-def live_moves(
-    session: PruningSession, live: LiveEvaluator, moves: list, apply, naive=None
-) -> dict[str, list[float]]:
-    """Time each move: slider change -> first estimate, -> final; also the session call alone. With
-    ``naive(move) -> accuracy``, the naive loop runs right after each move (the worker idle), so both are
-    measured under the same machine load (the comparison is paired, move by move)."""
-    clock = Clock()
-    unsubscribe = live.on_event(clock)
-    assert live.wait_idle(120), "the LiveEvaluator did not settle"
-    out: dict[str, list[float]] = {"first": [], "final": [], "update": [], "first_n": [], "accuracy": [],
-                                   "naive": [], "naive_accuracy": []}
-    try:
-        for i, move in enumerate(moves):
-            t0 = time.perf_counter()
-            event = apply(move)
-            t_update = time.perf_counter() - t0
-            clock.wait(event.generation)
-            assert live.wait_idle(120), "the LiveEvaluator did not settle"
-            t_naive = None
-            if naive is not None:
-                t1 = time.perf_counter()
-                acc = naive(move)
-                t_naive = time.perf_counter() - t1
-            if i == 0:
-                continue  # warm-up
-            g = event.generation
-            out["update"].append(t_update)
-            out["first"].append(clock.first[g] - t0)
-            out["final"].append(clock.final[g] - t0)
-            out["first_n"].append(clock.first_n[g])
-            out["accuracy"].append(clock.accuracy[g])
-            if naive is not None:
-                out["naive"].append(t_naive)
-                out["naive_accuracy"].append(acc)
-    finally:
-        unsubscribe()
-    return out
 
 
 # --------------------------------------------------------------------------- digits CNN
@@ -285,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help=f"run only these task series ({', '.join(SERIES)}) and keep the other figures of --json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -302,23 +215,35 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "moves_per_series": n_moves, "seed": args.seed,
             "timing": "wall clock from the session call (mask update included) to the LiveEvaluator listener "
                       "receiving the result; median/p95 over the timed moves after one untimed warm-up move",
-            "targets": {f"{s}.{k}": f"{op} {v}" for s, k, op, v in TARGETS},
+            "targets": {f"{s}.{k}": f"{op} {v}" for s, k, op, v in TARGETS + TASK_TARGETS},
         },
-        "digits_cnn": bench_digits(n_moves, rng),
-        "resnet18": bench_resnet(n_moves, rng),
     }
+    if args.only is None:
+        results["digits_cnn"] = bench_digits(n_moves, rng)
+        results["resnet18"] = bench_resnet(n_moves, rng)
+    elif args.json is not None and args.json.exists():  # keep the other series' figures from their own run
+        import json
+
+        kept = json.loads(args.json.read_text())
+        results = {**{k: v for k, v in kept.items() if k not in ("meta", "checks")}, **results}
+        results["meta"]["series_rerun"] = args.only
+    for name, series in SERIES.items():
+        if not args.only or name in args.only:
+            results[name] = series(max(n_moves, 30) if not args.quick else n_moves, rng)
     results["meta"]["total_s"] = round(time.perf_counter() - t_all, 1)
     results["meta"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
 
     checks = {}
-    for section, key, op, limit in TARGETS:
+    for section, key, op, limit in TARGETS + TASK_TARGETS:
+        if section not in results:
+            continue
         value = results[section][key]
         ok = value <= limit if op == "<=" else value >= limit
         checks[f"{section}.{key}"] = {"value": value, "target": f"{op} {limit}", "pass": ok}
     results["checks"] = checks
 
-    d, r = results["digits_cnn"], results["resnet18"]
-    rows = [
+    d, r = results.get("digits_cnn"), results.get("resnet18")
+    rows = [] if d is None or r is None else [
         ("digits CNN (360)", "global", d["first_estimate_ms_median"], d["final_ms_median"], d["final_ms_p95"],
          None, None),
         ("ResNet-18 (1000)", "global", r["first_estimate_ms_median"], r["final_ms_median"], r["final_ms_p95"],
@@ -336,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         nv_s = f"{nv:9.1f}" if nv is not None else f"{'-':>9}"
         sp_s = f"{sp:7.2f}x" if sp is not None else f"{'-':>8}"
         print(f"{name:<18} {kind:<9} {first:9.1f} {fin:9.1f} {p95:10.1f} {nv_s} {sp_s}")
+    for name in SERIES:
+        if name in results:
+            t = results[name]
+            print(f"{t['model'][:18]:<18} {'global':<9} {t['first_estimate_ms_median']:9.1f} {t['final_ms_median']:9.1f} "
+                  f"{t['final_ms_p95']:10.1f} {'-':>9} {'-':>8}")
     print()
     for name, c in checks.items():
         print(f"{'PASS' if c['pass'] else 'FAIL'}  {name} = {c['value']} (target {c['target']})")

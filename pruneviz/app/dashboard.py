@@ -13,17 +13,18 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from pruneviz.data import DEMO_MODELS
+from pruneviz.data.demos import DEMOS
 
 log = logging.getLogger(__name__)
 
-MODEL_LABELS = {"cnn": "Small CNN (with BatchNorm)", "mlp": "MLP (LeNet-300-100 style)"}
+#: the demos the app offers, in the picker's order
+APP_MODELS: tuple[str, ...] = ("cnn", "mlp", "detector")
 
 
 class Dashboard(W.VBox):
     """Model picker + the explorer of the picked model."""
 
-    def __init__(self, models: tuple[str, ...] = ("cnn", "mlp"), initial: str = "cnn",
+    def __init__(self, models: tuple[str, ...] = APP_MODELS, initial: str = "cnn",
                  static_dir: str | os.PathLike | None = None) -> None:
         from pruneviz.widgets.deferred import publish_plotly_bundle
         from pruneviz.widgets.explorer import explore
@@ -36,7 +37,7 @@ class Dashboard(W.VBox):
         self._bundle = publish_plotly_bundle(static_dir) if static_dir is not None else None
         self.explorers: dict[str, W.Widget] = {}
         self.picker = W.ToggleButtons(
-            options=[(MODEL_LABELS.get(m, DEMO_MODELS.get(m, m)), m) for m in models],
+            options=[(DEMOS[m].label if m in DEMOS else m, m) for m in models],
             value=initial,
             description="Model:",
             style={"button_width": "220px"},
@@ -78,7 +79,7 @@ class Dashboard(W.VBox):
                 close()
 
 
-def dashboard(models: tuple[str, ...] = ("cnn", "mlp"), initial: str | None = None,
+def dashboard(models: tuple[str, ...] = APP_MODELS, initial: str | None = None,
               static_dir: str | os.PathLike | None = None) -> Dashboard:
     """The app: pick an embedded model, prune it, watch accuracy, size and FLOPs.
 

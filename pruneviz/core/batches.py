@@ -255,7 +255,12 @@ def _dataset_items(dataset: Dataset, indices: Iterable[int] | None) -> list[Any]
 def _sampler_indices(loader: DataLoader) -> list[int] | None:
     """The dataset indices a map-style loader visits (its sampler's), deduplicated and sorted: a shuffling
     loader gives the same evaluation set every time."""
-    sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    from torch.utils.data import BatchSampler
+
+    # the loader's own batching (batch_size, drop_last) wraps its sampler: read the sampler, so drop_last does
+    # not lose samples; a batch_sampler the user gave decides which samples there are
+    auto = isinstance(loader.batch_sampler, BatchSampler) and loader.batch_sampler.sampler is loader.sampler
+    sampler = loader.sampler if auto or loader.batch_sampler is None else loader.batch_sampler
     try:
         flat: list[int] = []
         for item in sampler:

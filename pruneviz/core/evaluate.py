@@ -106,13 +106,13 @@ class Evaluator:
         samples = data if isinstance(data, Samples) else as_samples(data)
         self.seed = seed
         self.order = stratified_order(samples.targets, subset_size, seed)
-        samples = samples.subset(self.order)
         with torch.inference_mode():
-            raw = self._probe(model, samples)
+            raw = self._probe(model, take_range(samples.inputs, 0, 2))
         self.task: Task = resolve_task(task, raw, samples.targets, output=output, loss_fn=loss_fn,
                                        metric_fn=metric_fn)
-        self.samples = self.task.bind(self.task.pick(raw), samples, model)
-        self.total = len(self.samples)
+        # the task checks every sample (errors name the sample's index in the data as given), then the subset
+        self.samples = self.task.bind(self.task.pick(raw), samples, model).subset(self.order)
+        self.total = self.task.total = len(self.samples)
         self.bounds = self._chunk_bounds(self.total, first_chunk, chunk_size)
         self.chunks = [self.samples.chunk(a, b) for a, b in self.bounds]
         self.baseline: EvalResult = self.evaluate(model)
@@ -159,10 +159,9 @@ class Evaluator:
             step = max(1, size)
         return bounds
 
-    def _probe(self, model: nn.Module, samples: Samples) -> Any:
+    def _probe(self, model: nn.Module, inputs: Any) -> Any:
         modes = _save_modes(model)
         model.eval()
-        inputs = take_range(samples.inputs, 0, 2)
         try:
             return call_model(model, inputs)
         except Exception as e:  # noqa: BLE001 - shown to the user as a data/model mismatch

@@ -183,8 +183,11 @@ class DeferredPlotly:
     """
 
     def __init__(self, figures: Sequence[go.FigureWidget], stagger_s: float = 1.5,
-                 bundle: str | None = None) -> None:
+                 bundle: str | None = None, before_load: Callable[[go.FigureWidget], None] | None = None) -> None:
         self.stagger_s = stagger_s
+        # called with each figure just before its real module is sent: the browser's copy of the figure's state
+        # is the one sent when the page was drawn; updates sent while the placeholder showed were not drawn
+        self.before_load = before_load
         self._real = [(fig, fig._esm) for fig in figures]
         for fig in figures:
             fig._esm = PLACEHOLDER_ESM
@@ -206,6 +209,8 @@ class DeferredPlotly:
             return
         fig, esm = pending.pop(0)
         try:
+            if self.before_load is not None:
+                self.before_load(fig)
             fig._esm = esm
         except Exception:  # noqa: BLE001 - a figure closed meanwhile
             log.debug("could not load plotly for a figure", exc_info=True)

@@ -74,7 +74,8 @@ class Explorer(widgets.VBox):
                     _close_tree(part)
             raise
         if defer_plots:  # the app: plotly.js loads once the page is interactive (see deferred.py)
-            self._deferred = DeferredPlotly([self.main_figure, self.filter_figure], bundle=plotly_bundle)
+            self._deferred = DeferredPlotly([self.main_figure, self.filter_figure], bundle=plotly_bundle,
+                                            before_load=self._send_figure_state)
         super().__init__(self._layout(session, title), layout=widgets.Layout(width="100%"))
         self.add_class("pv-explorer")
 
@@ -178,6 +179,13 @@ class Explorer(widgets.VBox):
             self.ctx.call("update the headline", self.headline.render)
         with self.session.lock, self.ctx.lock:
             self.ctx.snapshot()
+
+    def _send_figure_state(self, fig: Any) -> None:
+        """Send ``fig``'s whole current state to the browser (before its plotly module loads: moves made while
+        the placeholder showed were sent as updates nobody drew)."""
+        with self.session.lock, self.ctx.lock:
+            self.ctx.snapshot()
+            fig.send_state(["_widget_data", "_widget_layout"])
 
     def _on_flops(self) -> None:
         self.headline.render()

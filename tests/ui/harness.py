@@ -108,6 +108,28 @@ class AppPage:
         self.page.wait_for_function("() => !Array.from(document.querySelectorAll('.pv-plot-loading'))"
                                     ".some(e => e.offsetParent !== null)")
 
+    def set_slider(self, slider: str, value: float, attempts: int = 4) -> None:
+        """Type ``value`` into the readout of the slider ``slider`` (a CSS class selector) and press Enter, until
+        its handle says that value (a readout re-rendered by a late echo of an earlier key press between the
+        click and the typing would otherwise get the digits appended)."""
+        readout = self.page.locator(f".pv-dashboard {slider} .widget-readout").first
+        handle = self.page.locator(f".pv-dashboard {slider} .noUi-handle").first
+        want = float(value)
+        for _ in range(attempts):
+            self.wait_idle()
+            readout.click()
+            readout.press("Control+a")
+            readout.type(str(value))
+            readout.press("Enter")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                now = handle.get_attribute("aria-valuenow")
+                if now is not None and abs(float(now) - want) < 1e-6:
+                    return
+                time.sleep(0.05)
+        raise AssertionError(f"the slider {slider} did not take the value {value} (it shows "
+                             f"{handle.get_attribute('aria-valuenow')})")
+
     def text(self, selector: str) -> str:
         return self.page.locator(selector).first.inner_text()
 

@@ -25,10 +25,7 @@ def hist_signature(app: AppPage) -> str:
 
 
 def set_global_by_readout(app: AppPage, percent: int) -> None:
-    readout = app.page.locator(".pv-dashboard .pv-global-slider .widget-readout").first
-    readout.click()
-    readout.fill(str(percent))
-    readout.press("Enter")
+    app.set_slider(".pv-global-slider", percent)
 
 
 def wait_text_change(app: AppPage, selector: str, before: str, timeout: float = 30) -> str:

@@ -37,7 +37,8 @@ def detector_classes(model: nn.Module | None) -> int | None:
     n = getattr(model, "num_classes", None)
     if isinstance(n, int):
         return n
-    for path in ("roi_heads.box_predictor.cls_score.out_features", "head.classification_head.num_classes"):
+    for path in ("roi_heads.box_predictor.cls_score.out_features", "head.classification_head.num_classes",
+                 "head.classification_head.num_columns"):
         obj: Any = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
@@ -153,7 +154,8 @@ class DetectionTask(Task):
 
     @staticmethod
     def recognises(probe: Any, targets: Any) -> bool:
-        return is_box_dicts(targets) and (is_box_dicts(probe, PRED_KEYS) or isinstance(probe, torch.Tensor))
+        """A model that returns box dicts, or targets that are box dicts."""
+        return is_box_dicts(probe, PRED_KEYS) or is_box_dicts(targets)
 
     def bind(self, probe: Any, samples: Samples, model: nn.Module | None = None) -> Samples:
         self.model_classes = self.declared_classes or detector_classes(model)
