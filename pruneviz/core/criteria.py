@@ -18,6 +18,7 @@ from torch import nn
 
 from .batches import Batch, describe
 from .errors import CriterionError, PrunevizError, suggest
+from .masks import expand_channel_mask
 from .targets import Target, get_tensor
 
 
@@ -41,16 +42,19 @@ class ScoreContext:
     task: Any = None
 
 
-def channel_view(t: torch.Tensor, channel_dim: int) -> torch.Tensor:
-    """``t`` reshaped to (channels, -1) along ``channel_dim``."""
-    return t.movedim(channel_dim, 0).reshape(t.shape[channel_dim], -1)
+def channel_view(t: torch.Tensor, target: Target | int) -> torch.Tensor:
+    """``t`` (a weight, its mask or its scores) as (units, weights per unit): one row per output channel,
+    hidden unit or head (see :class:`~pruneviz.core.targets.Target`); an int is a plain channel dimension."""
+    if isinstance(target, int):
+        return t.movedim(target, 0).reshape(t.shape[target], -1)
+    rows = t.movedim(target.channel_dim, 0)
+    blocks = rows.reshape(target.gates, target.channels, target.unit_size, -1)
+    return blocks.transpose(0, 1).reshape(target.channels, -1)
 
 
 def broadcast_channels(scores: torch.Tensor, target: Target) -> torch.Tensor:
-    """Give every weight of a channel that channel's score (shape of the weight)."""
-    shape = [1] * len(target.shape)
-    shape[target.channel_dim] = target.channels
-    return scores.reshape(shape).expand(target.shape).contiguous()
+    """Give every weight of a unit that unit's score (shape of the weight)."""
+    return expand_channel_mask(scores, target).contiguous()
 
 
 class Criterion:
@@ -69,7 +73,7 @@ class Criterion:
         """Default: the L1 sum of the weight scores over each output channel."""
         out: dict[str, torch.Tensor | None] = {}
         for t, (name, s) in zip(ctx.targets, self.weight_scores(ctx).items(), strict=True):
-            out[name] = None if s is None else channel_view(s, t.channel_dim).sum(dim=1)
+            out[name] = None if s is None else channel_view(s, t).sum(dim=1)
         return out
 
     def __repr__(self) -> str:
@@ -193,7 +197,7 @@ class FilterNorm(Criterion):
 
     def channel_scores(self, ctx: ScoreContext) -> dict[str, torch.Tensor | None]:
         return {
-            t.name: channel_view(ctx.originals[t.name].float(), t.channel_dim).norm(p=self.p, dim=1)
+            t.name: channel_view(ctx.originals[t.name].float(), t).norm(p=self.p, dim=1)
             for t in ctx.targets
         }
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .files import atomic_write
+from .masks import unit_rows
 from .session import PruningSession
 from .targets import get_tensor
 
@@ -40,9 +41,10 @@ def pruned_copy(session: PruningSession, form: str = "torch_prune") -> nn.Module
             prune.custom_from_mask(module, t.param_name, masks[t.name])
             keep_channels = session.channel_mask(t.name)
             if keep_channels is not None:  # structured: the channel's bias and BatchNorm scale/shift go too
+                rows = unit_rows(keep_channels, t)
                 for name in session.channel_tensors(t.name):
                     owner, _, attr = name.rpartition(".")
-                    prune.custom_from_mask(model.get_submodule(owner), attr, keep_channels)
+                    prune.custom_from_mask(model.get_submodule(owner), attr, rows)
     return model
 
 

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .batches import BatchList, SampleBatches, as_batches, as_samples, is_whole_pair, length, split_batch
 from .errors import PrunevizError
 from .evaluate import Evaluator
+from .masks import unit_rows
 from .session import PruningSession
 from .targets import get_tensor
 from .tasks import Task, task_for_batch
@@ -157,8 +158,9 @@ def _pruned_entries(session: PruningSession) -> list[tuple[torch.Tensor, torch.T
             out.append((get_tensor(session.model, t.name), ~session.mask(t.name)))
             keep_channels = session.channel_mask(t.name)
             if keep_channels is not None:
+                rows = unit_rows(keep_channels, t)
                 for x in session.channel_tensors(t.name):  # bias, BatchNorm scale and shift
-                    out.append((get_tensor(session.model, x), ~keep_channels))
+                    out.append((get_tensor(session.model, x), ~rows))
     return out
 
 

@@ -21,6 +21,7 @@ from .masks import (
     mask_from_rank,
     n_pruned,
     rank_of,
+    unit_rows,
 )
 from .plan import Plan
 from .targets import Target
@@ -50,6 +51,8 @@ class MaskingMixin:
                 f"the plan names {unknown[0]!r}, which is not a prunable tensor here." + suggest(unknown[0], self._by_name)
             )
         sparsity = {n: check_sparsity(plan.sparsity.get(n, 0.0), f"layer {n!r}") for n in self._by_name}
+        if plan.scope == "structured":
+            sparsity = self._group_values(sparsity)
         g = check_sparsity(plan.global_sparsity, "the global slider")
         return plan.with_(sparsity=sparsity, global_sparsity=g)
 
@@ -81,7 +84,7 @@ class MaskingMixin:
         if key == self._rank_key:
             return key, self._ranks
         if plan.scope == "structured":
-            chans = self._pin(dict(self._channel_scores(crit)), structured=True)
+            chans = self._group_scores(self._pin(dict(self._channel_scores(crit)), structured=True))
             return key, {n: None if s is None else rank_of(s) for n, s in chans.items()}
         scores = crit.weight_scores(self._ctx)
         self._check_scores(crit, scores)
@@ -90,6 +93,30 @@ class MaskingMixin:
             granks = global_ranks({n: s for n, s in scores.items() if s is not None})
             return key, {n: granks.get(n) for n in scores}
         return key, {n: None if s is None else rank_of(s) for n, s in scores.items()}
+
+    def _group_scores(self, chans: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
+        """Units shared by several tensors (an RNN layer's weight_ih and weight_hh) score as one: the sum of
+        their scores, so each member ranks and prunes the same units."""
+        out = dict(chans)
+        for members in self._unit_groups.values():
+            scores = [chans[m] for m in members]
+            if any(s is None for s in scores):
+                for m in members:
+                    out[m] = None
+                continue
+            total = torch.stack([s.float() for s in scores]).sum(0)
+            for m in members:
+                out[m] = total
+        return out
+
+    def _group_values(self, sparsity: dict[str, float], changed: Iterable[str] = ()) -> dict[str, float]:
+        """Structured scope: every member of a unit group gets one value (the one just set, else the first's)."""
+        changed = list(changed)
+        for members in self._unit_groups.values():
+            lead = next((m for m in changed if m in members), members[0])
+            for m in members:
+                sparsity[m] = sparsity[lead]
+        return sparsity
 
     def _check_supported(self, names: Iterable[str], values: Mapping[str, float]) -> None:
         plan = self._plan
@@ -141,6 +168,7 @@ class MaskingMixin:
         elif state[0] == "structured":
             bias_keep = mask_from_rank(rank, state[2])
             torch.where(expand_channel_mask(bias_keep, t), orig, orig.new_zeros(()), out=param.data)
+            bias_keep = unit_rows(bias_keep, t)  # per row of the bias (all gates or q, k, v of a unit)
             self._zeros[n] = state[2] * t.channel_size
         else:
             if state[0] == "layer":

@@ -62,11 +62,20 @@ def mask_from_rank(rank: torch.Tensor, k: int, out: torch.Tensor | None = None) 
     return torch.ge(rank, k, out=out) if out is not None else rank >= k
 
 
+def unit_rows(unit_mask: torch.Tensor, target: Target) -> torch.Tensor:
+    """A per-unit vector (keep-mask or scores) as one value per row of ``channel_dim`` (and so per entry of the
+    layer's bias): unit u owns row u of each of the ``gates`` blocks, ``unit_size`` rows each."""
+    if target.gates == 1 and target.unit_size == 1:
+        return unit_mask
+    u = unit_mask.reshape(1, target.channels, 1)
+    return u.expand(target.gates, target.channels, target.unit_size).reshape(target.rows)
+
+
 def expand_channel_mask(channel_mask: torch.Tensor, target: Target) -> torch.Tensor:
-    """A per-channel keep-mask expanded to the weight's shape."""
+    """A per-unit keep-mask (or score) expanded to the weight's shape."""
     shape = [1] * len(target.shape)
-    shape[target.channel_dim] = target.channels
-    return channel_mask.view(shape).expand(target.shape)
+    shape[target.channel_dim] = target.rows
+    return unit_rows(channel_mask, target).reshape(shape).expand(target.shape)
 
 
 _INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .criteria import channel_view
+from .masks import unit_rows
 
 if TYPE_CHECKING:
     from .session import SessionEvent
@@ -60,7 +61,7 @@ class RebaseMixin:
             for t in self.targets:
                 keep = masks[t.name]
                 new[t.name] = torch.where(keep, self._params[t.name].detach(), self._originals[t.name])
-                chan_keep = channel_view(keep, t.channel_dim).any(dim=1)
+                chan_keep = unit_rows(channel_view(keep, t).any(dim=1), t)
                 for x in self._channel_tensors[t.name]:
                     new[x] = torch.where(chan_keep, self._extra_params[x].detach(), self._extra_originals[x])
             pins = {n: ~m for n, m in masks.items() if not bool(m.all())}
@@ -108,7 +109,7 @@ class RebaseMixin:
                 continue
             if structured:
                 t = self._by_name[n]
-                pins = channel_view(pins, t.channel_dim).all(dim=1)
+                pins = channel_view(pins, t).all(dim=1)
             out[n] = torch.where(pins, s - span, s)
         return out
 

@@ -23,7 +23,7 @@ from .masks import (
 from .plan import SCOPES, Plan
 from .rebase import RebaseMixin
 from .stats import LayerStats, Summary, summarize
-from .targets import Target, find_targets, get_tensor
+from .targets import Target, excluded_parameters, find_targets, get_tensor
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         seed: int = 0,
         task: str | Any | None = None,
         protect: Sequence[str | type] | None = None,
+        embeddings: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise PrunevizError(
@@ -75,8 +76,15 @@ class PruningSession(MaskingMixin, RebaseMixin):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise PrunevizError(f"seed must be a whole number, got {seed!r}.")
         self.model = model
-        self.targets: list[Target] = find_targets(model, include=include, exclude=exclude)
+        self.targets: list[Target] = find_targets(model, include=include, exclude=exclude, embeddings=embeddings)
         self._by_name = {t.name: t for t in self.targets}
+        #: every parameter that is not pruned, with the reason (biases, norms, tied copies, opt-in embeddings)
+        self.excluded: dict[str, str] = excluded_parameters(model, self.targets, embeddings=embeddings)
+        groups: dict[str, list[str]] = {}
+        for t in self.targets:
+            if t.unit_group is not None:
+                groups.setdefault(t.unit_group, []).append(t.name)
+        self._unit_groups = {g: m for g, m in groups.items() if len(m) > 1}
         self._params = {t.name: get_tensor(model, t.name) for t in self.targets}
         bad = [n for n, p in self._params.items() if not torch.isfinite(p).all()]
         if bad:
@@ -291,6 +299,8 @@ class PruningSession(MaskingMixin, RebaseMixin):
         base = self.layer_sparsities() if plan.scope == "global" else dict(plan.sparsity)
         base[name] = v
         scope = "layer" if plan.scope == "global" else plan.scope
+        if scope == "structured":
+            base = self._group_values(base, [name])
         return self.apply_plan(plan.with_(scope=scope, sparsity=base), reason="set")
 
     def set_sparsities(self, values: Mapping[str, float]) -> SessionEvent:
@@ -303,6 +313,8 @@ class PruningSession(MaskingMixin, RebaseMixin):
         base = self.layer_sparsities() if plan.scope == "global" else dict(plan.sparsity)
         base.update(checked)
         scope = "layer" if plan.scope == "global" else plan.scope
+        if scope == "structured":
+            base = self._group_values(base, list(checked))
         return self.apply_plan(plan.with_(scope=scope, sparsity=base), reason="set")
 
     def set_global_sparsity(self, value: float) -> SessionEvent:
@@ -393,6 +405,13 @@ class PruningSession(MaskingMixin, RebaseMixin):
     @property
     def history_position(self) -> int:
         return self._pos
+
+    def unit_group(self, name: str) -> list[str]:
+        """The tensors that prune the same units as ``name`` in structured scope (itself alone for most layers;
+        an RNN layer's weight_ih and weight_hh together)."""
+        self._check_name(name)
+        group = self._by_name[name].unit_group
+        return list(self._unit_groups.get(group, [name])) if group else [name]
 
     @property
     def output_layers(self) -> tuple[str, ...]:

@@ -90,7 +90,7 @@ class FilterImportance(widgets.VBox):
             return
         t = s.target(name)
         keep = s.mask(name)
-        pruned = ~channel_view(keep, t.channel_dim).any(dim=1)
+        pruned = ~channel_view(keep, t).any(dim=1)
         self.pruned_channels = pruned.numpy().copy()
         scores = s.scores(name, structured=True)
         fig, w = self.figure, self._writer
@@ -170,7 +170,7 @@ class FilterImportance(widgets.VBox):
     def _draw_mask(self, t: Target, keep: torch.Tensor) -> None:
         fig, w = self.figure, self._writer
         heat, over = fig.data[FilterTraces.HEAT], fig.data[FilterTraces.OVERLAY]
-        m = channel_view(keep, t.channel_dim).float()
+        m = channel_view(keep, t).float()
         o, fan_in = m.shape
         rows, cols = min(o, MAX_ROWS), min(fan_in, MAX_COLS)
         kept = F.adaptive_avg_pool2d(m[None, None], (rows, cols))[0, 0]
