@@ -1,6 +1,9 @@
 """bench_live's series for the tasks beyond digits classification: each a demo model with its own data,
 global slider moves in a global-scope session, timed like the digits series (session call -> final result).
 
+* ``text_rnn``, ``audio_cnn``, ``tabular_mlp``: the demo GRU on 1,000 of the movie-review snippets (the app's
+  subset), the audio CNN on the 720 spoken test digits, the MLP on the 115 breast-cancer test rows; default
+  chunks (128, then 256).
 * ``detector``: the demo detector on the 300 generated test images (``first_chunk=48``, ``chunk_size=128``).
   After every timed move, the final result's mAP is recomputed by ``torchmetrics.detection.
   MeanAveragePrecision`` (faster_coco_eval backend) on the same predictions, outside the timing:
@@ -22,6 +25,9 @@ from pruneviz.core.live import LiveEvaluator
 TASK_TARGETS: list[tuple[str, str, str, float]] = [
     ("detector", "first_estimate_ms_median", "<=", 300.0),
     ("detector", "final_ms_median", "<=", 1500.0),
+    ("text_rnn", "final_ms_median", "<=", 300.0),
+    ("audio_cnn", "final_ms_median", "<=", 300.0),
+    ("tabular_mlp", "final_ms_median", "<=", 100.0),
 ]
 
 SPARSITY_RANGE = (0.05, 0.9)
@@ -70,5 +76,27 @@ def bench_detector(n_moves: int, rng: random.Random) -> dict:
     return out
 
 
+def _demo_series(demo: str, model_name: str) -> Callable[[int, random.Random], dict]:
+    """A demo model on its own data, with the app's options (e.g. the text demos' 1,000-snippet subset)."""
+    def run(n_moves: int, rng: random.Random) -> dict:
+        from pruneviz.data.demos import DEMOS
+
+        d = DEMOS[demo]
+        data, calib = d.data()
+        opts = d.options()
+        session = PruningSession(d.load(), criterion="magnitude", scope="global", calib_data=calib,
+                                 embeddings=opts.get("embeddings", False))
+        live = LiveEvaluator(session, data, subset_size=opts.get("subset_size"))
+        out = _series(model_name, session, live, n_moves, rng)
+        out.pop("_results")
+        return out
+    return run
+
+
 #: name -> function(n_moves, rng) -> the series' figures
-SERIES: dict[str, Callable[[int, random.Random], dict]] = {"detector": bench_detector}
+SERIES: dict[str, Callable[[int, random.Random], dict]] = {
+    "detector": bench_detector,
+    "text_rnn": _demo_series("text_gru", "TextGRU"),
+    "audio_cnn": _demo_series("audio_cnn", "AudioCNN"),
+    "tabular_mlp": _demo_series("tabular_mlp", "TabularMLP"),
+}

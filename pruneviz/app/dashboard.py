@@ -18,7 +18,7 @@ from pruneviz.data.demos import DEMOS
 log = logging.getLogger(__name__)
 
 #: the demos the app offers, in the picker's order
-APP_MODELS: tuple[str, ...] = ("cnn", "mlp", "detector")
+APP_MODELS: tuple[str, ...] = ("cnn", "mlp", "detector", "text_gru", "text_transformer", "audio_cnn", "tabular_mlp")
 
 
 class Dashboard(W.VBox):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,14 +71,20 @@ def summarize(model: nn.Module, layers: list[LayerStats]) -> Summary:
     return Summary(total, sum(s.numel for s in layers), sum(s.zeros for s in layers))
 
 
-def count_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, dict[str, int]]:
+def count_flops(model: nn.Module, example_input: Any) -> tuple[int, dict[str, int]]:
     """Dense FLOPs of one forward pass on ``example_input`` (torch's FLOP counter), in total and per module
     (keyed by the module's dotted name as in ``named_modules``; the root is ``""``)."""
+    from .tasks import call_model
+
     was_training = model.training
     model.eval()
+    # attention's inference fast path runs fused kernels the FLOP counter does not see: with gradients enabled
+    # (thread-local, unlike torch.backends.mha's global switch) the layers take their plain, counted path
+    attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    mode = torch.enable_grad() if attention else torch.inference_mode()
     try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            model(example_input)
+        with mode, FlopCounterMode(display=False) as counter:
+            call_model(model, example_input)
     finally:
         model.train(was_training)
     root = type(model).__name__

@@ -54,6 +54,7 @@ TOP_DB = 80.0
 QUANT_RANGE = (-90.0, 40.0)
 
 AUDIO_TEST_FILE = Path(__file__).resolve().parent / "audio_digits_test.npz"
+AUDIO_VAL_FILE = Path(__file__).resolve().parent / "audio_digits_val.npz"
 MAKE_COMMAND = "python scripts/make_audio.py"
 
 
@@ -219,21 +220,22 @@ def split_from_arrays(data: dict[str, np.ndarray], split: str) -> AudioSplit:
 
 @lru_cache(maxsize=2)
 def _load_shipped(path: str) -> AudioSplit:
-    return split_from_arrays(_read_npz(Path(path)), "test")
+    return split_from_arrays(_read_npz(Path(path)), "val" if path == str(AUDIO_VAL_FILE) else "test")
 
 
 def load_audio_split(split: str = "test", path: str | Path | None = None) -> AudioSplit:
-    """Load a split of the spoken digits (only "test" ships with the package; cached: do not modify in place).
+    """Load a split of the spoken digits ("test" and "val" ship with the package, the validation split for
+    calibrating the gradient criteria; cached: do not modify in place).
 
-    ``path`` reads another ``audio_digits_*.npz`` written by ``scripts/make_audio.py``. The train/val
-    splits are synthesised on demand by the training script (they need ``espeak-ng``).
+    ``path`` reads another ``audio_digits_*.npz`` written by ``scripts/make_audio.py``. The train split is
+    synthesised on demand by the training script (it needs ``espeak-ng``).
     """
     if path is not None:
         return split_from_arrays(_read_npz(Path(path)), split)
-    if split != "test":
+    if split not in ("test", "val"):
         raise AudioError(
-            f"Only the 'test' split of the spoken digits ships with pruneviz (got {split!r}); "
-            f"synthesise the others with `{MAKE_COMMAND} --splits train val --out-dir DIR` (needs espeak-ng) "
+            f"Only the 'test' and 'val' splits of the spoken digits ship with pruneviz (got {split!r}); "
+            f"synthesise the train split with `{MAKE_COMMAND} --splits train --out-dir DIR` (needs espeak-ng) "
             "and pass path=."
         )
-    return _load_shipped(str(AUDIO_TEST_FILE))
+    return _load_shipped(str(AUDIO_TEST_FILE if split == "test" else AUDIO_VAL_FILE))

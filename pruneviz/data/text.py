@@ -227,3 +227,19 @@ def tfidf_baseline(data: TextSplit) -> dict[str, float]:
         "tfidf_logreg": float(clf.score(vec.transform(data.test.texts), y)),
         "majority": float((y == majority).mean()),
     }
+
+
+@lru_cache(maxsize=2)
+def load_text_test(vocab: tuple[str, ...], seed: int = 0, n_train: int = 256) -> tuple[TextSet, TextSet]:
+    """The test split and the first ``n_train`` train snippets, encoded with a given vocabulary (a model's,
+    from its checkpoint): what the explorer needs, without tokenising the whole train split (~1.5 s)."""
+    texts, labels = raw_snippets()
+    train_ix, _, test_ix = _split_indices(texts, labels, int(seed))
+    index = _vocab_index(vocab)
+
+    def make(ix: np.ndarray) -> TextSet:
+        chosen = [texts[i] for i in ix]
+        ids, lengths = encode_texts(chosen, index, MAX_LEN)
+        return TextSet(ids=ids, lengths=lengths, labels=torch.from_numpy(labels[ix].copy()), texts=chosen)
+
+    return make(test_ix), make(train_ix[:n_train])

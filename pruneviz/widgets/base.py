@@ -81,6 +81,8 @@ CSS = """
 .pv-summary td.pv-num { font-variant-numeric: tabular-nums; }
 .pv-gallery img { image-rendering: pixelated; image-rendering: crisp-edges; border: 1px solid #e5e7eb; }
 .pv-slot-label { font-size: 12px; text-align: center; }
+.pv-text-sample { font-size: 13px; font-style: italic; color: #1f2937; text-align: left; line-height: 1.35; }
+.pv-row-sample { font-size: 12px; margin: 2px auto 0; } .pv-row-sample td { padding: 0 6px; }
 .pv-global-slider .widget-readout::after, .pv-layer-slider .widget-readout::after { content: " %"; }
 .pv-layer-slider { flex-wrap: wrap; height: auto !important; margin-bottom: 2px; }
 .pv-layer-slider > .widget-label { width: 100% !important; max-width: none !important; text-align: left !important;
@@ -101,6 +103,9 @@ class ViewContext:
     class_names: Sequence[str] = ()
     lock: threading.RLock = field(default_factory=threading.RLock)
     figures: list[Any] = field(default_factory=list)
+    #: how samples are shown: ``show`` ("image", "spectrogram", "text", "table"), ``sample_text`` (one string per
+    #: sample of the data as given, or a function of a sample's input), ``feature_names``
+    hints: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> None:
         """Keep every FigureWidget's full synced state current (see :func:`figures.snapshot`)."""
@@ -183,8 +188,8 @@ def fmt_bytes(n: float) -> str:
 
 def fmt_x(ratio: float) -> str:
     """A ratio as '3.1x' (one decimal below 10, none above)."""
-    if not math.isfinite(ratio):
-        return "∞x"
+    if not math.isfinite(ratio) or ratio > 1000:
+        return ">1000x"  # a collapsed layer: (almost) nothing left to compute
     return f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
 
 
@@ -231,3 +236,37 @@ class TraceWriter:
 
 
 _MISSING = object()
+
+
+def _reason_kind(reason: str) -> str:
+    """The short kind of an exclusion reason: 'bias', 'BatchNorm2d scale/shift', 'tied', 'embedding', ..."""
+    head = reason.split(":")[0]
+    for start, kind in (("the same tensor", "tied copy"), ("a 1-D", "other 1-D parameter"),
+                        ("a learned token", "token/position table"), ("a parameter of", "unsupported-module weight"),
+                        ("left out", "left out by include/exclude")):
+        if head.startswith(start):
+            return kind
+    return head.replace(" scale/shift", " scales/shifts")
+
+
+def excluded_summary(excluded: dict[str, str]) -> str:
+    """'21 biases · 20 BatchNorm2d scales/shifts · 1 embedding (opt in: embeddings=True)' for the explorer."""
+    counts: dict[str, int] = {}
+    for reason in excluded.values():
+        kind = _reason_kind(reason)
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = []
+    for kind, n in counts.items():
+        plural = {"bias": "biases", "tied copy": "tied copies", "token/position table": "token/position tables"}
+        word = plural.get(kind, kind if kind.endswith(("s", "e")) and " " in kind else kind + "s") if n > 1 else kind
+        extra = " (opt in: embeddings=True)" if kind == "embedding" else ""
+        parts.append(f"{n} {word}{extra}")
+    return " · ".join(parts)
+
+
+def excluded_detail(excluded: dict[str, str], limit: int = 40) -> str:
+    """One 'name: reason' line per excluded parameter (a tooltip)."""
+    lines = [f"{n}: {r}" for n, r in list(excluded.items())[:limit]]
+    if len(excluded) > limit:
+        lines.append(f"... and {len(excluded) - limit} more (session.excluded)")
+    return "\n".join(lines)

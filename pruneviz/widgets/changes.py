@@ -37,17 +37,14 @@ class WhatChanged(widgets.VBox):
         self.flipped: list[int] = []
         self._writer = TraceWriter()
         live = ctx.live
-        self.renderer = None
-        if live is not None:
-            ev = live.evaluator
-            self.renderer = make_renderer(ev.task.name, ev.x, ev.y, self.class_names,
-                                          getattr(ev.task, "score_threshold", 0.3))
+        self.renderer = self._renderer() if live is not None else None
         self.images = self.renderer is not None and self.renderer.images
         boxes = []
-        if self.images:
+        if self.renderer is not None and self.renderer.shows_samples:
             px = self.renderer.display_px
             for _ in range(N_SLOTS):
-                img = widgets.Image(format="png", width=str(px))
+                img = widgets.Image(format="png", width=str(px),
+                                    layout=widgets.Layout(display=None if self.images else "none"))
                 lab = widgets.HTML(layout=widgets.Layout(width=f"{px + 16}px"))
                 lab.add_class("pv-slot-label")
                 box = widgets.VBox([img, lab], layout=widgets.Layout(display="none", align_items="center",
@@ -79,6 +76,29 @@ class WhatChanged(widgets.VBox):
             self.header.value = '<span class="pv-help">Per-class results need classification or detection data.</span>'
         super().__init__([self.header, self.gallery])
         self.add_class("pv-changes")
+
+    def _renderer(self):
+        ev = self.ctx.live.evaluator
+        hints = self.ctx.hints
+        text = hints.get("sample_text")
+        text_of = None
+        if callable(text):
+            text_of = lambda i: text(ev.samples.input(i))  # noqa: E731 - e.g. a vocabulary's decode
+        elif text is not None:
+            order = ev.order.tolist()
+            text_of = lambda i: text[order[i]]  # noqa: E731 - aligned with the data as given
+        return make_renderer(ev.task.name, ev.x, ev.y, self.class_names,
+                             score_threshold=getattr(ev.task, "score_threshold", 0.3), show=hints.get("show"),
+                             text_of=text_of, feature_names=hints.get("feature_names"),
+                             weight_norms=self._first_layer_norms)
+
+    def _first_layer_norms(self):
+        """Per input feature: the norm of the first layer's current weights on it (a table's feature weight)."""
+        s = self.ctx.session
+        t = s.targets[0]
+        if len(t.shape) != 2:
+            return None
+        return s.model.get_parameter(t.name).detach().float().norm(dim=0)
 
     def on_result(self, r: EvalResult) -> None:
         """A final result: update the per-class bars and the gallery."""

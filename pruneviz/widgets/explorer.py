@@ -18,7 +18,7 @@ from ..core import PruningSession, SessionEvent
 from ..core.live import LiveEvaluator, LiveEvent
 from .accuracy import LiveAccuracy
 from .allocation import LayerAllocation
-from .base import CSS, ViewContext, esc, fmt_count
+from .base import CSS, ViewContext, esc, excluded_detail, excluded_summary, fmt_count
 from .changes import WhatChanged
 from .controls import Controls
 from .deferred import DeferredPlotly
@@ -27,6 +27,7 @@ from .figures import make_main_figure
 from .filters import FilterImportance
 from .headline import Headline
 from .histogram import WeightHistogram
+from .samples import SHOW
 from .status import StatusIndicator
 from .summary import SummaryView
 
@@ -55,8 +56,10 @@ class Explorer(widgets.VBox):
         live_options: dict[str, Any] | None = None,
         defer_plots: bool = False,
         plotly_bundle: str | None = None,
+        hints: dict[str, Any] | None = None,
     ) -> None:
         self.session = session
+        self._hints = dict(hints or {})
         self._deferred: DeferredPlotly | None = None
         self.errors = ErrorArea()
         self.status = StatusIndicator()
@@ -95,7 +98,7 @@ class Explorer(widgets.VBox):
         if len(names) != num_classes:
             names = [str(i) for i in range(num_classes)]
         self.ctx = ViewContext(session=session, errors=self.errors, status=self.status, live=self.live,
-                               class_names=names)
+                               class_names=names, hints=self._hints)
         with session.lock, self.ctx.lock:
             self.main_figure = make_main_figure()
             with self.main_figure.batch_update():
@@ -121,11 +124,15 @@ class Explorer(widgets.VBox):
     def _layout(self, s: PruningSession, title: str | None) -> list[widgets.Widget]:
         summ = s.summary()
         n = self.live.evaluator.total if self.live is not None else 0
+        label = self.live.evaluator.task.metric_label if self.live is not None else ""
         sub = (f"{len(s.targets)} prunable tensors · {fmt_count(summ.prunable_params)} prunable weights"
-               + (f" · accuracy measured on {n} samples" if n else ""))
+               + (f" · {label.lower() if label == 'Accuracy' else label} measured on {n} samples" if n else ""))
+        skipped = excluded_summary(s.excluded)
         head = widgets.HTML(
             CSS + f'<div class="pv-title">{esc(title or "pruneviz: " + type(s.model).__name__)}</div>'
             f'<div class="pv-subtitle">{esc(sub)}</div>'
+            + (f'<div class="pv-subtitle pv-excluded" title="{esc(excluded_detail(s.excluded))}">not pruned: '
+               f"{esc(skipped)}</div>" if skipped else "")
         )
         header = widgets.HBox([head, self.status], layout=widgets.Layout(
             justify_content="space-between", align_items="center", width="100%"))
@@ -268,6 +275,10 @@ def explore(
     task: str | Any = "auto",
     output: Any = None,
     protect: Sequence[str] | None = None,
+    embeddings: bool = False,
+    show: str | None = None,
+    sample_text: Any = None,
+    feature_names: Sequence[str] | None = None,
     calib_data: Any = None,
     class_names: Sequence[str] | None = None,
     example_input: torch.Tensor | None = None,
@@ -301,19 +312,29 @@ def explore(
         model = load_demo_model(model or "cnn")
     demo = _demo_defaults(model) if data is None and isinstance(model, nn.Module) else None
     if demo is not None:
-        demo_data, demo_calib, demo_names, demo_title = demo
+        demo_data, demo_calib, demo_names, demo_title, options = demo
         data = demo_data
         calib_data = demo_calib if calib_data is None else calib_data
         class_names = demo_names if class_names is None else class_names
         title = demo_title if title is None else title
+        embeddings = embeddings or options.get("embeddings", False)
+        show = show or options.get("show")
+        sample_text = sample_text if sample_text is not None else options.get("sample_text")
+        feature_names = feature_names if feature_names is not None else options.get("feature_names")
+        subset_size = subset_size if subset_size is not None else options.get("subset_size")
     if isinstance(model, PruningSession):
         session = model
     else:
         if protect is None and data is not None:
             protect = _output_head(model, data) or None
         session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed,
-                                 task=task, protect=protect)
+                                 task=task, protect=protect, embeddings=embeddings)
     live_options = {"task": task, "output": output, **live_options}
+    if show is not None and show not in SHOW:
+        from ..core.errors import PrunevizError
+
+        raise PrunevizError(f"show={show!r}: choose one of {', '.join(SHOW)} (how the gallery draws a sample).")
+    hints = {"show": show, "sample_text": sample_text, "feature_names": feature_names}
     return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
                     title=title, live_options=live_options, defer_plots=defer_plots,
-                    plotly_bundle=plotly_bundle)
+                    plotly_bundle=plotly_bundle, hints=hints)

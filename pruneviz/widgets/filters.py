@@ -23,6 +23,15 @@ MAX_ROWS, MAX_COLS = 32, 48
 MAX_OVERLAY_CELLS = 1024
 
 
+UNIT_WORDS = {"channel": "filters", "output": "outputs", "hidden unit": "hidden units", "head": "heads",
+              "dimension": "dimensions", "projection unit": "projection units", "row": "rows"}
+
+
+def unit_word(t: Target) -> str:
+    """What one structured unit of ``t`` is called, plural: filters, hidden units, heads, ..."""
+    return UNIT_WORDS.get(t.unit, t.unit + "s")
+
+
 def _first_conv(targets: list[Target]) -> str | None:
     for t in targets:
         if t.kind == "Conv2d" and len(t.shape) == 4:
@@ -117,8 +126,9 @@ class FilterImportance(widgets.VBox):
                     w.set(tr[i], "y", np.where(ok, ys, np.float32(np.nan)).astype(np.float32))
                 n_pr = int(pr.sum())
                 self.note.value = (f"{esc(get_criterion_label(plan.criterion))}: <b>{n_pr} of {len(sc)}</b> "
-                                   "filters fully pruned (grey)")
-            w.set(fig.layout.annotations[0], "text", f"Filter importance of {esc(short_name(t))}")
+                                   f"{unit_word(t)} fully pruned (grey)")
+            w.set(fig.layout.annotations[0], "text", f"Importance of the {unit_word(t)} of {esc(short_name(t))}")
+            w.set(fig.layout.xaxis.title, "text", f"{unit_word(t)}, most important first")
             if name == self.first_conv:
                 self._draw_kernels(t, keep)
             else:

@@ -60,10 +60,12 @@ def to_png(sample: torch.Tensor) -> tuple[bytes, int, int]:
 
 
 class Renderer:
-    """Base: the gallery for one kind of sample. ``display_px``: a slot's width in the page."""
+    """Base: the gallery for one kind of sample. ``display_px``: a slot's width in the page; ``images``: the
+    slots show a PNG; ``shows_samples``: the gallery has slots at all (else only its header line)."""
 
     display_px = 72
     images = True
+    shows_samples = True
 
     def __init__(self, inputs: Any, targets: Any, class_names: Sequence[str]) -> None:
         self.inputs, self.targets = inputs, targets
@@ -84,12 +86,30 @@ class Renderer:
 
 
 class FlipRenderer(Renderer):
-    """Classification: samples whose predicted class flipped, now-wrong first; images as small PNGs."""
+    """Classification: samples whose predicted class flipped, now-wrong first; images as small PNGs
+    (``spectrogram``: drawn with low frequencies at the bottom, twice as wide)."""
 
-    def __init__(self, inputs: Any, targets: Any, class_names: Sequence[str]) -> None:
+    def __init__(self, inputs: Any, targets: Any, class_names: Sequence[str], spectrogram: bool = False) -> None:
         super().__init__(inputs, targets, class_names)
-        self.images = is_image_batch(inputs)
+        self.images = self.shows_samples = is_image_batch(inputs)
+        self.spectrogram = spectrogram
+        if spectrogram:
+            self.display_px = 128
         self._png: dict[int, tuple[bytes, int, int]] = {}
+
+    def picture(self, i: int) -> tuple[bytes, int, int]:
+        if i not in self._png:
+            if len(self._png) > 64:
+                self._png.clear()
+            x = self.inputs[i]
+            self._png[i] = to_png(x.flip(-2)) if self.spectrogram else to_png(x)
+        return self._png[i]
+
+    def label(self, i: int, r: EvalResult, base: EvalResult) -> str:
+        b, a, t = int(base.predictions[i]), int(r.predictions[i]), int(self.targets[i])
+        color = COLORS["good"] if a == t else COLORS["warn"]
+        return (f'<span style="color:{color}"><b>{esc(self.name(b))} → {esc(self.name(a))}</b></span>'
+                f'<br><span style="color:#6b7280">true {esc(self.name(t))}</span>')
 
     def _split(self, r: EvalResult, base: EvalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         changed = super().order(r, base)
@@ -114,16 +134,56 @@ class FlipRenderer(Renderer):
                 + (" · before → after:" if shown else ""))
 
     def render(self, i: int, r: EvalResult, base: EvalResult) -> tuple[bytes | None, int, int, str]:
-        if i not in self._png:
-            if len(self._png) > 64:
-                self._png.clear()
-            self._png[i] = to_png(self.inputs[i])
-        png, w, h = self._png[i]
-        b, a, t = int(base.predictions[i]), int(r.predictions[i]), int(self.targets[i])
-        color = COLORS["good"] if a == t else COLORS["warn"]
-        label = (f'<span style="color:{color}"><b>{esc(self.name(b))} → {esc(self.name(a))}</b></span>'
-                 f'<br><span style="color:#6b7280">true {esc(self.name(t))}</span>')
-        return png, w, h, label
+        png, w, h = self.picture(i)
+        return png, w, h, self.label(i, r, base)
+
+
+class TextRenderer(FlipRenderer):
+    """Text classification: the snippets whose prediction flipped, with their words."""
+
+    display_px = 430
+    MAX_CHARS = 160
+
+    def __init__(self, inputs: Any, targets: Any, class_names: Sequence[str], text_of: Any) -> None:
+        super().__init__(inputs, targets, class_names)
+        self.images, self.shows_samples = False, True
+        self.text_of = text_of
+
+    def render(self, i: int, r: EvalResult, base: EvalResult) -> tuple[bytes | None, int, int, str]:
+        text = str(self.text_of(i))
+        if len(text) > self.MAX_CHARS:
+            text = text[: self.MAX_CHARS].rsplit(" ", 1)[0] + " …"
+        return None, 0, 0, (f'<div class="pv-text-sample">“{esc(text)}”</div>'
+                            + self.label(i, r, base).replace("<br>", " · "))
+
+
+class TableRenderer(FlipRenderer):
+    """Tabular classification: the rows whose prediction flipped, with the features that weigh most in them:
+    |z-score of the value| x the norm of the first layer's weights on that feature (now, pruned)."""
+
+    display_px = 300
+    TOP = 3
+
+    def __init__(self, inputs: Any, targets: Any, class_names: Sequence[str], feature_names: Sequence[str],
+                 weight_norms: Any) -> None:
+        super().__init__(inputs, targets, class_names)
+        self.images, self.shows_samples = False, True
+        x = inputs.double()
+        self.z = ((x - x.mean(0)) / x.std(0).clamp_min(1e-12)).float()
+        self.feature_names = list(feature_names)
+        self.weight_norms = weight_norms  # () -> per-feature weight norms of the first layer, or None
+
+    def render(self, i: int, r: EvalResult, base: EvalResult) -> tuple[bytes | None, int, int, str]:
+        norms = self.weight_norms()
+        z = self.z[i]
+        weight = z.abs() * (norms if norms is not None else 1.0)
+        top = torch.argsort(weight, descending=True)[: self.TOP].tolist()
+        rows = "".join(
+            f"<tr><td>{esc(self.feature_names[j] if j < len(self.feature_names) else f'feature {j}')}</td>"
+            f"<td class='pv-num'>{float(self.inputs[i][j]):.4g}</td>"
+            f"<td class='pv-num' style='color:#6b7280'>z {float(z[j]):+.1f}</td></tr>" for j in top)
+        return None, 0, 0, (f"{self.label(i, r, base).replace('<br>', ' · ')}"
+                            f"<table class='pv-row-sample'>{rows}</table>")
 
 
 class BoxRenderer(Renderer):
@@ -200,12 +260,23 @@ class BoxRenderer(Renderer):
         return _png(pair), pair.size[0], pair.size[1], " · ".join(parts)
 
 
-def make_renderer(task_name: str, inputs: Any, targets: Any, class_names: Sequence[str],
-                  score_threshold: float = 0.3) -> Renderer | None:
-    """The gallery renderer for a task and its data (None: nothing to show per sample)."""
+SHOW = ("image", "spectrogram", "text", "table")
+
+
+def make_renderer(task_name: str, inputs: Any, targets: Any, class_names: Sequence[str], *,
+                  score_threshold: float = 0.3, show: str | None = None, text_of: Any = None,
+                  feature_names: Sequence[str] | None = None, weight_norms: Any = None) -> Renderer | None:
+    """The gallery renderer for a task and its data (None: nothing to show per sample). ``show``: how a sample
+    looks ("image", "spectrogram", "text" with ``text_of(i)``, "table" with ``feature_names``); None: images
+    when the inputs are images."""
     if task_name == "detection" and is_image_batch(inputs) or (
             task_name == "detection" and isinstance(inputs, list) and inputs and is_image_batch(inputs[0][None])):
         return BoxRenderer(inputs, targets, class_names, score_threshold)
-    if task_name == "classification":
-        return FlipRenderer(inputs, targets, class_names)
-    return None
+    if task_name != "classification":
+        return None
+    if show == "text" and text_of is not None:
+        return TextRenderer(inputs, targets, class_names, text_of)
+    if show == "table" and isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
+        names = list(feature_names or [f"feature {j}" for j in range(inputs.shape[1])])
+        return TableRenderer(inputs, targets, class_names, names, weight_norms or (lambda: None))
+    return FlipRenderer(inputs, targets, class_names, spectrogram=show == "spectrogram")

@@ -247,7 +247,7 @@ def test_tabular_split(name, n, n_features, n_classes):
     assert len(d.feature_names) == n_features and len(d.classes) == n_classes
     assert torch.allclose(d.mean, d.train.tensors[0].double().mean(0).float(), rtol=1e-4)
     assert torch.equal(load_tabular_split(name, 0).test.tensors[0], d.test.tensors[0])
-    assert not torch.equal(load_tabular_split(name, 1).test.tensors[1], d.test.tensors[1])
+    assert not torch.equal(load_tabular_split(name, 1).test.tensors[0], d.test.tensors[0])
     with pytest.raises(DatasetError, match="Unknown tabular dataset"):
         load_tabular_split("iris")
 
