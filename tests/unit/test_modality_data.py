@@ -138,7 +138,7 @@ def test_shipped_audio_split_loads_without_espeak(monkeypatch):
 
 
 def test_audio_split_errors(tmp_path):
-    with pytest.raises(AudioError, match="Only the 'test' split"):
+    with pytest.raises(AudioError, match="Only the 'test' and 'val' splits"):
         load_audio_split("train")
     with pytest.raises(AudioError, match="not found.*make_audio"):
         load_audio_split("test", path=tmp_path / "nope.npz")
@@ -361,3 +361,9 @@ def test_tabular_model_bad_input():
         model(x)
     with pytest.raises(ModelInputError, match="float tensor"):
         model(x.numpy())
+
+
+def test_shipped_validation_split_is_other_voices():
+    val, test = load_audio_split("val"), load_audio_split("test")
+    assert val.split == "val" and len(val) == 300 and val.features.shape[1:] == test.features.shape[1:]
+    assert not set(val.voices) & set(test.voices)
