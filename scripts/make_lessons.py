@@ -1,6 +1,7 @@
-"""Write the six concept notebooks (notebooks/01_*.ipynb ... 06_*.ipynb) from the cell lists below.
+"""Write the concept notebooks (notebooks/01_*.ipynb ... 07_*.ipynb) from the cell lists below (lesson 7's
+in lesson7.py).
 
-    python scripts/make_lessons.py          # rewrites the six notebooks
+    python scripts/make_lessons.py          # rewrites the notebooks
     python scripts/make_lessons.py --check  # exit 1 if a committed notebook differs from its cell list
 
 The notebooks stay thin: prose, and two short code cells each that call ``pruneviz.lessons.<module>``.
@@ -16,8 +17,10 @@ from pathlib import Path
 import nbformat
 
 try:  # run as a script: scripts/ is on sys.path
+    from lesson7 import LESSON_7
     from make_notebook import ROOT, write_notebook
 except ImportError:  # imported from the repository root (tests)
+    from scripts.lesson7 import LESSON_7
     from scripts.make_notebook import ROOT, write_notebook
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -304,8 +307,9 @@ Network slimming (Liu et al. 2017) shows the collapse-and-recovery pattern at fu
 (2015) and Zhu & Gupta (2017) prune iteratively. The card puts their numbers next to ours, **computed
 when you ran this notebook**."""),
     ("code", FINDING),
-    ("md", """**That's the six lessons.** To explore freely — any criterion, scope or layer, on either model,
-with undo and export — open the dashboard: `voila notebooks/dashboard.ipynb`."""),
+    ("md", """**Next:** lesson 7 prunes text, audio and table models the same way. To explore freely — any
+criterion, scope or layer, on any model, with undo and export — open the dashboard:
+`voila notebooks/dashboard.ipynb`."""),
 ]
 
 LESSONS: dict[str, list[tuple[str, str]]] = {
@@ -315,6 +319,7 @@ LESSONS: dict[str, list[tuple[str, str]]] = {
     "04_structured_filters.ipynb": LESSON_4,
     "05_sensitivity_analysis.ipynb": LESSON_5,
     "06_prune_then_finetune.ipynb": LESSON_6,
+    "07_heterogeneous_data.ipynb": LESSON_7,
 }
 
 

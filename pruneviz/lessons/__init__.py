@@ -1,4 +1,4 @@
-"""Concept lessons on the embedded digits data: one module per notebook, the logic the notebooks call.
+"""Concept lessons on the embedded data (digits; lesson 7: text, audio, tables too): one module per notebook, the logic the notebooks call.
 
 =====================  ==============================================================
 module                 notebook
@@ -9,6 +9,7 @@ module                 notebook
 ``structured``         04 — whole filters, % zeros vs FLOPs (Li et al. 2017)
 ``sensitivity``        05 — per-layer sensitivity analysis (Li et al. 2017)
 ``finetune``           06 — prune, then fine-tune; iterative vs one shot (network slimming)
+``modalities``         07 — images, text, audio, tables: who tolerates most; which text layer breaks
 =====================  ==============================================================
 
 Each module has pure computations (numbers, testable without a kernel), a widget class built on one
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-LESSONS = ("what_is_pruning", "criteria", "scope", "structured", "sensitivity", "finetune")
+LESSONS = ("what_is_pruning", "criteria", "scope", "structured", "sensitivity", "finetune", "modalities")
 
 __all__ = [*LESSONS, "common"]
 
