@@ -54,12 +54,14 @@ def _as_tensor(obj: Any) -> Any:
 
 
 def to_structure(obj: Any) -> Any:
-    """numpy arrays (at any depth of dicts/tuples/lists) as tensors."""
+    """numpy arrays and pandas frames or series (at any depth of dicts/tuples/lists) as tensors."""
     if isinstance(obj, np.ndarray):
         return torch.as_tensor(obj)
+    if _is_frame(obj):
+        return torch.as_tensor(np.asarray(obj.to_numpy()))
     if isinstance(obj, Mapping):
         return {k: to_structure(v) for k, v in obj.items()}
-    if isinstance(obj, tuple):
+    if isinstance(obj, tuple) and type(obj) is tuple:  # not named tuples such as PackedSequence
         return tuple(to_structure(v) for v in obj)
     if isinstance(obj, list):
         return [to_structure(v) for v in obj]
@@ -68,6 +70,12 @@ def to_structure(obj: Any) -> Any:
 
 def length(obj: Any, where: str = "the batch") -> int:
     """Number of samples in a batched structure (see the module docstring)."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(obj, PackedSequence):
+        raise EvaluationError(
+            f"{where} is a PackedSequence, which pruneviz cannot split into samples: pass padded tensors (ids of "
+            "shape (N, L), padded at the end) and let the model mask the padding (or pack inside forward).")
     if isinstance(obj, torch.Tensor):
         if obj.dim() == 0:
             raise EvaluationError(f"{where} is a 0-d tensor: it needs a batch dimension (one row per sample).")
@@ -233,8 +241,13 @@ def _item(obj: Any, i: int) -> Any:
     return obj
 
 
+def _is_frame(x: Any) -> bool:
+    """A pandas DataFrame or Series (duck-typed: pandas is not a dependency)."""
+    return type(x).__name__ in ("DataFrame", "Series") and callable(getattr(x, "to_numpy", None))
+
+
 def _is_arrayish(x: Any) -> bool:
-    return isinstance(x, torch.Tensor | np.ndarray)
+    return isinstance(x, torch.Tensor | np.ndarray) or _is_frame(x)
 
 
 def is_whole_pair(data: Any) -> bool:

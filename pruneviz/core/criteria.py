@@ -143,7 +143,10 @@ def _gradients(ctx: ScoreContext, criterion: str) -> tuple[dict[str, torch.Tenso
                     task = task_for_batch(ctx.task, work, batch, loss_fn=ctx.loss_fn)
                 loss = task.loss(work, batch)
             except Exception as e:  # noqa: BLE001 - data that does not fit the model, raised deep inside torch
-                what = e if isinstance(e, PrunevizError) else f"{type(e).__name__}: {str(e)[:300]}"
+                from .diagnose import diagnose
+
+                hint = "" if isinstance(e, PrunevizError) else diagnose(work, batch[0], e)
+                what = e if isinstance(e, PrunevizError) else f"{hint + ' (' if hint else ''}{type(e).__name__}: {str(e)[:300]}{')' if hint else ''}"
                 raise CriterionError(
                     f"criterion {criterion!r} cannot compute the loss on calibration batch {i} (inputs "
                     f"{describe(batch[0])}, targets {describe(batch[1])}): {what}. Pass calib_data batches of the "

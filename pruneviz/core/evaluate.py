@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .batches import Samples, as_samples, describe, take_range
+from .diagnose import diagnose
 from .errors import EvaluationError
 from .results import EvalResult, wilson_interval
 from .tasks import TASKS, LossFn, MetricFn, OutputSpec, Task, call_model, make_task, resolve_task
@@ -64,6 +65,18 @@ def stratified_order(y: Any, size: int | None, seed: int) -> torch.Tensor:
     return torch.as_tensor(order)
 
 
+def _check_finite_inputs(inputs: Any) -> None:
+    """NaN or inf in float inputs (a table with missing values) is named, with the rows and columns."""
+    if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
+        bad = ~torch.isfinite(inputs)
+        rows = bad.reshape(len(inputs), -1).any(1).nonzero().flatten()
+        cols = bad.any(0).nonzero().flatten().tolist() if inputs.dim() == 2 else []
+        where = f" in columns {cols[:8]}{' ...' if len(cols) > 8 else ''}" if cols else ""
+        raise EvaluationError(
+            f"the evaluation inputs contain NaN or inf: {len(rows)} of {len(inputs)} samples{where} (the first: "
+            f"sample {int(rows[0])}). Drop or fill them first (e.g. with the column's training mean).")
+
+
 class Evaluator:
     """Evaluate a model on a fixed stratified subset of ``data``, progressively, through a task.
 
@@ -104,6 +117,7 @@ class Evaluator:
         if not isinstance(model, nn.Module):
             raise EvaluationError(f"the model is a {type(model).__name__}, not a torch.nn.Module.")
         samples = data if isinstance(data, Samples) else as_samples(data)
+        _check_finite_inputs(samples.inputs)
         self.seed = seed
         self.order = stratified_order(samples.targets, subset_size, seed)
         with torch.inference_mode():
@@ -169,8 +183,11 @@ class Evaluator:
                 what = f"inputs of shape {tuple(inputs.shape[1:])}, dtype {inputs.dtype}"
             else:
                 what = f"inputs {describe(inputs)}"
+            hint = diagnose(model, inputs, e) if not isinstance(e, EvaluationError) else ""
             raise EvaluationError(
-                f"the model cannot run on the evaluation data ({what}): {type(e).__name__}: {str(e)[:300]}"
+                f"the model cannot run on the evaluation data ({what}): "
+                + (f"{hint} (torch said: {type(e).__name__}: {str(e)[:200]})" if hint
+                   else f"{type(e).__name__}: {str(e)[:300]}")
             ) from e
         finally:
             _restore_modes(modes)
