@@ -54,7 +54,8 @@ class Dashboard(W.VBox):
     def _explorer(self, name: str) -> W.Widget:
         if name not in self.explorers:
             # the demo model on the digits test split; plotly.js loads once the page is interactive
-            self.explorers[name] = self._explore(name, defer_plots=True, plotly_bundle=self._bundle)
+            self.explorers[name] = self._explore(name, defer_plots=True, plotly_bundle=self._bundle,
+                                                 exports="download")
         return self.explorers[name]
 
     def _show(self, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
 from pathlib import Path
 
@@ -52,3 +53,10 @@ def export_pruned_model(session: PruningSession, path: str | os.PathLike, form: 
     """Save the pruned model's state dict to ``path`` atomically (see :func:`pruned_copy` for ``form``)."""
     state = pruned_copy(session, form).state_dict()
     return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def pruned_model_bytes(session: PruningSession, form: str = "torch_prune") -> bytes:
+    """The file :func:`export_pruned_model` writes, as bytes (for a browser download)."""
+    buf = io.BytesIO()
+    torch.save(pruned_copy(session, form).state_dict(), buf)
+    return buf.getvalue()

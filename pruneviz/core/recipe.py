@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,11 @@ def make_recipe(session: PruningSession) -> dict[str, Any]:
             "compression": round(summary.compression, 4),
         },
     }
+
+
+def recipe_bytes(session: PruningSession) -> bytes:
+    """The JSON file :func:`save_recipe` writes, as bytes (for a browser download)."""
+    return json.dumps(make_recipe(session), indent=2).encode()
 
 
 def save_recipe(session: PruningSession, path: str | os.PathLike) -> Path:

@@ -8,15 +8,13 @@ without feedback loops.
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Iterator
-from pathlib import Path
 
 import ipywidgets as widgets
 
-from ..core import CRITERIA, SessionEvent, export_pruned_model, get_criterion, save_recipe
-from ..core.errors import CheckpointError
+from ..core import CRITERIA, SessionEvent, get_criterion
 from .base import SCOPE_HELP, SCOPE_LABELS, ViewContext, esc, fmt_count, shape_text, short_name
+from .export import ExportPanel
 
 #: slider readouts in whole percent (the "%" sign is appended by CSS)
 PCT_FORMAT = ".0f"
@@ -31,10 +29,6 @@ def _pct(fraction: float) -> float:
     return round(100 * float(fraction), 6)
 
 
-EXPORT_FORMS = (
-    ("masks attached (torch.nn.utils.prune)", "torch_prune"),
-    ("permanent (pruned weights = 0)", "permanent"),
-)
 
 
 class Controls(widgets.VBox):
@@ -42,7 +36,8 @@ class Controls(widgets.VBox):
     name; both in percent), ``undo_button``, ``redo_button``, ``reset_button``, ``export_path``, ``export_form``,
     ``save_recipe_button``, ``save_model_button``, ``export_result``."""
 
-    def __init__(self, ctx: ViewContext, *, has_calib: bool = True) -> None:
+    def __init__(self, ctx: ViewContext, *, has_calib: bool = True, export_mode: str = "folder",
+                 export_name: str = "model") -> None:
         self.ctx = ctx
         s = ctx.session
         plan = s.plan
@@ -112,20 +107,7 @@ class Controls(widgets.VBox):
                                   padding="4px 2px 4px 6px"),
         )
 
-        self.export_path = widgets.Text(value="pruneviz_export", description="Folder",
-                                        placeholder="a folder, or a file path", layout=_full(),
-                                        style={"description_width": "64px"})
-        self.export_form = widgets.Dropdown(options=EXPORT_FORMS, value="torch_prune", description="Model",
-                                            layout=_full(), style={"description_width": "64px"})
-        self.save_recipe_button = widgets.Button(description="Save recipe (JSON)", icon="file-text-o",
-                                                 layout=widgets.Layout(width="49%"))
-        self.save_model_button = widgets.Button(description="Save pruned model", icon="download",
-                                                layout=widgets.Layout(width="49%"))
-        self.export_path.add_class("pv-export-path")
-        self.save_recipe_button.add_class("pv-save-recipe")
-        self.save_model_button.add_class("pv-save-model")
-        self.export_result = widgets.HTML(layout=_full())
-        self.export_result.add_class("pv-export-result")
+        self.export = ExportPanel(ctx, export_mode, export_name)
 
         resync = self._resync
         self.criterion.observe(ctx.guard("change the criterion", on_error=resync)(self._on_criterion), "value")
@@ -134,8 +116,6 @@ class Controls(widgets.VBox):
         self.undo_button.on_click(ctx.guard("undo", on_error=resync)(lambda _: ctx.session.undo()))
         self.redo_button.on_click(ctx.guard("redo", on_error=resync)(lambda _: ctx.session.redo()))
         self.reset_button.on_click(ctx.guard("reset", on_error=resync)(lambda _: ctx.session.reset()))
-        self.save_recipe_button.on_click(ctx.guard("save the recipe", source="export")(self._save_recipe))
-        self.save_model_button.on_click(ctx.guard("save the pruned model", source="export")(self._save_model))
 
         def section(text: str) -> widgets.HTML:
             w = widgets.HTML(f'<div class="pv-section">{esc(text)}</div>')
@@ -151,9 +131,7 @@ class Controls(widgets.VBox):
                 widgets.HBox([self.undo_button, self.redo_button, self.reset_button], layout=_full()),
                 self.layer_title, self.layer_box,
                 section("Export"),
-                self.export_path, self.export_form,
-                widgets.HBox([self.save_recipe_button, self.save_model_button], layout=_full()),
-                self.export_result,
+                self.export,
             ],
             layout=widgets.Layout(width="340px", min_width="300px", padding="0 12px 0 0"),
         )
@@ -193,63 +171,26 @@ class Controls(widgets.VBox):
         with self.ctx.session.lock, self.ctx.lock:
             self.on_session(None)
 
-    # ------------------------------------------------------------------ export
-    def _typed_path(self) -> str:
-        return self.export_path.value.strip() or "pruneviz_export"
+    # ------------------------------------------------------------------ export (see export.py)
+    @property
+    def export_path(self) -> widgets.Text | None:
+        return self.export.path
 
-    @contextlib.contextmanager
-    def _plain_file_errors(self) -> Iterator[None]:
-        """An operating-system error while saving, as a sentence naming the path typed and the way out."""
-        try:
-            yield
-        except OSError as e:
-            raw = self._typed_path()
-            if e.errno == errno.ENOSPC:
-                raise CheckpointError(f"nothing was saved to {raw}: the disk is full. Free some space or choose a "
-                                      f"folder on another disk.") from e
-            reason = e.strerror or type(e).__name__
-            raise CheckpointError(f"nothing was saved to {raw} ({reason}). Choose a folder you can write to, "
-                                  f"e.g. pruneviz_export.") from e
+    @property
+    def export_form(self) -> widgets.Dropdown:
+        return self.export.form
 
-    def _target_path(self, kind: str) -> Path:
-        p = Path(self._typed_path()).expanduser()
-        if p.suffix:
-            if kind == "recipe":
-                path = p.with_suffix(".json")
-            else:
-                path = p if p.suffix in (".pt", ".pth") else p.with_suffix(".pt")
-        else:
-            path = p / ("recipe.json" if kind == "recipe" else "pruned_model.pt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.resolve()
+    @property
+    def save_recipe_button(self) -> widgets.Button:
+        return self.export.recipe_button
 
-    def _report(self, text: str, ok: bool) -> None:
-        color = "#15803d" if ok else "#b91c1c"
-        self.export_result.value = f'<span style="color:{color}">{text}</span>'
+    @property
+    def save_model_button(self) -> widgets.Button:
+        return self.export.model_button
 
-    def _save_recipe(self, _button: object = None) -> Path:
-        try:
-            with self._plain_file_errors():
-                path = save_recipe(self.ctx.session, self._target_path("recipe"))
-        except Exception:
-            self._report("Not saved (see the message above).", ok=False)
-            raise
-        self.ctx.errors.clear("export")
-        self._report(f"Recipe saved to <code>{esc(path)}</code>", ok=True)
-        return path
-
-    def _save_model(self, _button: object = None) -> Path:
-        form = self.export_form.value
-        try:
-            with self._plain_file_errors():
-                path = export_pruned_model(self.ctx.session, self._target_path("model"), form=form)
-        except Exception:
-            self._report("Not saved (see the message above).", ok=False)
-            raise
-        self.ctx.errors.clear("export")
-        how = "with torch.nn.utils.prune masks" if form == "torch_prune" else "with pruned weights set to 0"
-        self._report(f"Pruned model ({how}) saved to <code>{esc(path)}</code>", ok=True)
-        return path
+    @property
+    def export_result(self) -> widgets.HTML:
+        return self.export.result
 
     # ------------------------------------------------------------------ render
     def on_session(self, event: SessionEvent | None) -> None:

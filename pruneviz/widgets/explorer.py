@@ -57,9 +57,11 @@ class Explorer(widgets.VBox):
         defer_plots: bool = False,
         plotly_bundle: str | None = None,
         hints: dict[str, Any] | None = None,
+        exports: str = "folder",
     ) -> None:
         self.session = session
         self._hints = dict(hints or {})
+        self._exports = exports
         self._deferred: DeferredPlotly | None = None
         self.errors = ErrorArea()
         self.status = StatusIndicator()
@@ -102,7 +104,8 @@ class Explorer(widgets.VBox):
         with session.lock, self.ctx.lock:
             self.main_figure = make_main_figure()
             with self.main_figure.batch_update():
-                self.controls = Controls(self.ctx, has_calib=session.has_calib_data)
+                self.controls = Controls(self.ctx, has_calib=session.has_calib_data, export_mode=self._exports,
+                                         export_name=type(session.model).__name__)
                 self.histogram = WeightHistogram(self.ctx, self.main_figure)
                 self.allocation = LayerAllocation(self.ctx, self.main_figure)
                 self.accuracy = LiveAccuracy(self.ctx, self.main_figure)
@@ -280,6 +283,7 @@ def explore(
     sample_text: Any = None,
     feature_names: Sequence[str] | None = None,
     calib_data: Any = None,
+    exports: str = "folder",
     class_names: Sequence[str] | None = None,
     example_input: torch.Tensor | None = None,
     subset_size: int | None = None,
@@ -337,4 +341,4 @@ def explore(
     hints = {"show": show, "sample_text": sample_text, "feature_names": feature_names}
     return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
                     title=title, live_options=live_options, defer_plots=defer_plots,
-                    plotly_bundle=plotly_bundle, hints=hints)
+                    plotly_bundle=plotly_bundle, hints=hints, exports=exports)

@@ -49,8 +49,8 @@ class VoilaServer:
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"voila-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [
-            sys.executable, "-m", "voila", notebook, "--no-browser", f"--port={self.port}",
+        cmd = [  # the app's own server: Voila with the visitor bound (pruneviz/app/serve.py)
+            sys.executable, "-m", "pruneviz.app.serve", notebook, "--no-browser", f"--port={self.port}",
             "--Voila.ip=127.0.0.1", *extra,
         ]
         self.proc = subprocess.Popen(cmd, cwd=NOTEBOOKS, stdout=self._log, stderr=subprocess.STDOUT,
