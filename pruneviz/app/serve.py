@@ -86,11 +86,12 @@ class PrunevizVoila(Voila):
         return [(h[0], VisitorLimitedHandler, *h[2:]) if len(h) > 1 and h[1] is TornadoVoilaHandler else h
                 for h in handlers]
 
-    def start(self) -> None:
-        super().start()
-        self.app.settings["pruneviz_max_visitors"] = self.max_visitors
+    def init_settings(self) -> dict:  # start() runs the server loop: the settings are read before it
+        settings = super().init_settings()
+        settings["pruneviz_max_visitors"] = self.max_visitors
         self.log.info("pruneviz: at most %d concurrent visitors (PRUNEVIZ_MAX_VISITORS / --max-visitors)",
                       self.max_visitors)
+        return settings
 
 
 def main(argv: list[str] | None = None) -> None:
