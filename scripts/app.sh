@@ -10,7 +10,9 @@ bash scripts/setup.sh app
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8866}"
 if [ "${1:-}" = "lab" ]; then
-  exec .venv/bin/jupyter lab --no-browser --ip="$HOST" --port="$PORT" notebooks/
+  root=()
+  [ "$(id -u)" = 0 ] && root=(--allow-root)  # containers and CI machines often run as root
+  exec .venv/bin/jupyter lab --no-browser --ip="$HOST" --port="$PORT" ${root[@]+"${root[@]}"} notebooks/
 fi
 extra=()
 case "$HOST" in
