@@ -1,8 +1,8 @@
 """FLOPs of the dense, the sparse (zeros skipped) and the physically slimmed model.
 
-The slimmed model removes the output channels that structured pruning zeroed, using torch-pruning's
-dependency graph (so BatchNorm channels and the next layer's input channels go too). A channel whose
-removal is coupled to another layer's channels (e.g. a residual connection) is kept and reported.
+The slimmed model removes the output channels that structured pruning zeroed (:mod:`pruneviz.core.removal`,
+torch-pruning's dependency graph: BatchNorm channels and the next layer's input channels go too). A channel
+whose removal is coupled to another layer's channels (e.g. a residual connection) is kept and reported.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from .export import pruned_copy
+from .removal import KeptLayer, slim
 from .session import PruningSession
 from .stats import count_flops
 
@@ -30,6 +29,7 @@ class FlopsReport:
     sparse: int
     structured: int
     coupled_layers: list[str] = field(default_factory=list)
+    kept: list[KeptLayer] = field(default_factory=list)  # the same layers, each with the reason in words
 
     @property
     def sparse_reduction(self) -> float:
@@ -40,45 +40,14 @@ class FlopsReport:
         return self.dense / max(self.structured, 1)
 
 
-def _out_channel_fn(module: nn.Module):
-    # torch-pruning's conv pruner handles transposed convolutions too (it reads module.transposed)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return tp.prune_conv_out_channels
-    if isinstance(module, nn.Linear):
-        return tp.prune_linear_out_channels
-    return None
-
-
 def slim_copy(session: PruningSession, example_input: torch.Tensor) -> tuple[nn.Module, list[str]]:
     """A copy of the model with structurally pruned output channels physically removed.
 
-    Returns the model and the layers whose channels could not be removed on their own (coupled).
+    Returns the model and the layers whose pruned channels stay in it (coupled to layers that keep them, or
+    otherwise not removable; each with its reason in :func:`pruneviz.core.removal.slim`'s ``kept``).
     """
-    with session.lock:  # one consistent view of the masks
-        model = pruned_copy(session, "permanent").eval()
-        keeps = {t.name: session.channel_mask(t.name) for t in session.targets}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-    coupled: list[str] = []
-    for t in session.targets:
-        keep = keeps[t.name]
-        if keep is None or bool(keep.all()) or t.name == session.output_layer:
-            continue
-        module = model.get_submodule(t.module_name)
-        fn = _out_channel_fn(module)
-        if fn is None or not keep.any():
-            coupled.append(t.name)
-            continue
-        group = graph.get_pruning_group(module, fn, idxs=(~keep).nonzero().flatten().tolist())
-        others = [
-            dep.target.module for dep, _ in group
-            if dep.target.module is not module and _out_channel_fn(dep.target.module) is not None
-            and graph.is_out_channel_pruning_fn(dep.handler)
-        ]
-        if others or not graph.check_pruning_group(group):
-            coupled.append(t.name)
-            continue
-        group.prune()
-    return model, coupled
+    result = slim(session, example_input)  # check=True: a mis-traced coupling is found and kept
+    return result.model, result.kept_names
 
 
 class FlopsCounter:
@@ -111,6 +80,6 @@ class FlopsCounter:
             structured_scope = any(self.session.channel_mask(n) is not None for n in self.session.names)
         if not structured_scope:
             return FlopsReport(self.dense, sparse, self.dense, [])
-        slim, coupled = slim_copy(self.session, self.example_input)
-        structured, _ = count_flops(slim, self.example_input)
-        return FlopsReport(self.dense, sparse, structured, coupled)
+        result = slim(self.session, self.example_input)
+        structured, _ = count_flops(result.model, self.example_input)
+        return FlopsReport(self.dense, sparse, structured, result.kept_names, result.kept)
