@@ -7,6 +7,7 @@ move reuses them), and each tensor is written from its original weights with the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -25,6 +26,8 @@ from .masks import (
 )
 from .plan import Plan
 from .targets import Target
+
+log = logging.getLogger(__name__)
 
 
 class MaskingMixin:
@@ -84,6 +87,8 @@ class MaskingMixin:
         if key == self._rank_key:
             return key, self._ranks
         if plan.scope == "structured":
+            if self._coupled is None and self._example_input is not None:
+                self._couple(quiet=True)
             chans = self._group_scores(self._pin(dict(self._channel_scores(crit)), structured=True))
             return key, {n: None if s is None else rank_of(s) for n, s in chans.items()}
         scores = crit.weight_scores(self._ctx)
@@ -93,6 +98,29 @@ class MaskingMixin:
             granks = global_ranks({n: s for n, s in scores.items() if s is not None})
             return key, {n: granks.get(n) for n in scores}
         return key, {n: None if s is None else rank_of(s) for n, s in scores.items()}
+
+    def _couple(self, quiet: bool) -> None:
+        """Find the coupled layers for structured ranking (see ``couple_channels``); ``quiet``: a model
+        torch-pruning cannot trace stays uncoupled (logged) instead of raising."""
+        from .removal import coupled_groups
+
+        by_module = {t.module_name: t.name for t in self.targets}
+        found = []
+        try:
+            groups = coupled_groups(self.model, self._example_input)
+        except Exception:  # noqa: BLE001 - no coupling: every layer keeps its own channel choice
+            if not quiet:
+                raise
+            log.warning("pruneviz: the coupled channels could not be found; structured layers rank alone",
+                        exc_info=True)
+            groups = []
+        for modules in groups:
+            names = [by_module[m] for m in modules if m in by_module and by_module[m] not in self._protected]
+            if len(names) > 1 and len({self._by_name[n].channels for n in names}) == 1:
+                found.append(names)
+        self._coupled = found
+        for i, names in enumerate(found):
+            self._unit_groups[f"coupled:{i}"] = names
 
     def _group_scores(self, chans: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
         """Units shared by several tensors (an RNN layer's weight_ih and weight_hh) score as one: the sum of

@@ -67,6 +67,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         task: str | Any | None = None,
         protect: Sequence[str | type] | None = None,
         embeddings: bool = False,
+        example_input: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise PrunevizError(
@@ -85,6 +86,10 @@ class PruningSession(MaskingMixin, RebaseMixin):
             if t.unit_group is not None:
                 groups.setdefault(t.unit_group, []).append(t.name)
         self._unit_groups = {g: m for g, m in groups.items() if len(m) > 1}
+        # structured scope couples the channels of layers tied by residual adds (found from example_input, on the
+        # first structured ranking): they prune the same channels, so the smaller model can drop them
+        self._example_input = example_input
+        self._coupled: list[list[str]] | None = None
         self._params = {t.name: get_tensor(model, t.name) for t in self.targets}
         bad = [n for n, p in self._params.items() if not torch.isfinite(p).all()]
         if bad:
@@ -406,12 +411,35 @@ class PruningSession(MaskingMixin, RebaseMixin):
     def history_position(self) -> int:
         return self._pos
 
+    def couple_channels(self, example_input: Any = None) -> list[list[str]]:
+        """Let the layers whose output channels are coupled (a residual add, a depthwise conv) prune the same
+        channels in structured scope: their channel scores are summed and ranked once for all of them. Without
+        it, a ResNet's residual stream keeps every channel any of its writers keeps, and physical removal can
+        only drop the channels inside blocks. Returns the groups (target names); the plan in force is re-applied.
+        Called on the first structured ranking when the session was given ``example_input``."""
+        if example_input is not None:
+            self._example_input = example_input
+        if self._example_input is None:
+            raise PrunevizError("couple_channels needs an example input: pass one sample of the model's inputs.")
+        with self.lock:
+            self._couple(quiet=False)
+            self._rank_key, self._ranks = None, {}
+        self.apply_plan(self._plan, reason="couple", record=False)
+        return self.coupled
+
+    @property
+    def coupled(self) -> list[list[str]]:
+        """The coupled layer groups structured scope prunes together ([] before :meth:`couple_channels`)."""
+        return [list(g) for g in self._coupled or []]
+
     def unit_group(self, name: str) -> list[str]:
         """The tensors that prune the same units as ``name`` in structured scope (itself alone for most layers;
         an RNN layer's weight_ih and weight_hh together)."""
         self._check_name(name)
-        group = self._by_name[name].unit_group
-        return list(self._unit_groups.get(group, [name])) if group else [name]
+        for members in self._unit_groups.values():
+            if name in members:
+                return list(members)
+        return [name]
 
     @property
     def output_layers(self) -> tuple[str, ...]:
