@@ -6,10 +6,12 @@
 """
 
 from .core import *  # noqa: F403
+from .core import _LAZY as _core_lazy
 from .core import __all__ as _core_all
+from .core import __getattr__ as _core_getattr
 
 __version__ = "0.1.0"
-__all__ = [*_core_all, "dashboard"]
+__all__ = [*_core_all, *_core_lazy, "dashboard"]
 
 
 def dashboard(*args, **kwargs):
@@ -30,3 +32,8 @@ def explore(*args, **kwargs):
 
 
 __all__.append("explore")
+
+
+def __getattr__(name: str):
+    """The core's heavy names (slim, export_onnx, criterion_race, ...) load on first use."""
+    return _core_getattr(name)

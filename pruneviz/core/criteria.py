@@ -265,6 +265,8 @@ class BNScale(Criterion):
 
 
 def _registry() -> dict[str, Callable[[], Criterion]]:
+    from .criteria_modern import LAMP, Wanda  # a module of its own (it imports this one)
+
     return {
         "magnitude": Magnitude,
         "random": Random,
@@ -273,6 +275,8 @@ def _registry() -> dict[str, Callable[[], Criterion]]:
         "l1_filter": lambda: FilterNorm(1),
         "l2_filter": lambda: FilterNorm(2),
         "bn_scale": BNScale,
+        "lamp": LAMP,
+        "wanda": Wanda,
     }
 
 

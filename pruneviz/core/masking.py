@@ -44,8 +44,9 @@ class MaskingMixin:
     def _validate(self, plan: Plan) -> Plan:
         crit = self._criterion(plan.criterion)
         if crit.needs_data and self._ctx.calib_data is None:
+            need = "gradients" if crit.name in ("saliency", "taylor") else "calibration data"
             raise CriterionError(
-                f"criterion {crit.name!r} needs gradients, and this session has no data: create it with "
+                f"criterion {crit.name!r} needs {need}, and this session has no data: create it with "
                 "calib_data=[(inputs, labels), ...] (a few batches), or choose 'magnitude'."
             )
         unknown = [n for n in plan.sparsity if n not in self._by_name]

@@ -35,30 +35,40 @@ def check_sparsity(value: object, where: str) -> float:
     return v
 
 
-def _sortable_bits(flat: torch.Tensor) -> np.ndarray:
-    """float32 values as uint32 whose unsigned order is the floats' order (-0.0 counted as +0.0)."""
-    bits = (flat + 0.0).numpy().view(np.uint32)  # + 0.0 turns -0.0 into +0.0: they tie, as in a float sort
-    negative = (bits >> np.uint32(31)).astype(bool)
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000))
+def _sort_keys(flat: torch.Tensor) -> np.ndarray:
+    """uint64 keys ``(order-preserving bits of the float32 value) << 32 | index`` (-0.0 counted as +0.0)."""
+    x = flat.numpy()
+    if float(flat.min()) >= 0.0:  # every built-in criterion: the bits of non-negative floats already sort right
+        bits = (x + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0: they tie, as in a float sort
+        keys = bits.astype(np.uint64)
+        keys |= np.uint64(0x80000000)  # keeps every non-negative key above a flipped negative one
+    else:  # negative scores (pinned by a rebase): flip them so the unsigned order is the float order
+        bits = (x + np.float32(0.0)).view(np.uint32)
+        keys = np.where(bits >> np.uint32(31) != 0, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= np.arange(len(x), dtype=np.uint64)
+    return keys
 
 
 def rank_of(scores: torch.Tensor) -> torch.Tensor:
     """Rank of each score in ascending order (stable: ties go to the lower index), as int32 in the scores' shape.
 
     For float32 scores (every built-in criterion's) the stable argsort is one sort of 64-bit keys
-    ``(order-preserving bits of the score) << 32 | index``: numpy's vectorised integer sort takes ~4 s for
+    ``(order-preserving bits of the score) << 32 | index``: numpy's vectorised integer sort takes ~1 s for
     ViT-B/16's 86 M weights here, where ``torch.argsort(stable=True)`` takes ~28 s and ``np.argsort`` ~29 s.
     The keys are distinct, so the order is exactly the stable argsort's.
     """
     flat = scores.reshape(-1).contiguous()
     n = flat.numel()
     dtype = torch.int32 if n < 2**31 else torch.int64
-    if flat.dtype == torch.float32 and 0 < n < 2**32 and flat.device.type == "cpu":
-        keys = (_sortable_bits(flat).astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
+    if flat.dtype == torch.float32 and 0 < n < 2**31 and flat.device.type == "cpu":
+        keys = _sort_keys(flat)
         keys.sort()
-        order = torch.from_numpy((keys & np.uint64(0xFFFFFFFF)).astype(np.int64))
-    else:
-        order = torch.argsort(flat, stable=True)
+        order = keys.view(np.uint32)[0::2]  # the low 32 bits (little-endian): the indices in score order
+        rank = np.empty(n, dtype=np.int32)
+        rank[order] = np.arange(n, dtype=np.int32)
+        return torch.from_numpy(rank).view(scores.shape)
+    order = torch.argsort(flat, stable=True)
     rank = torch.empty(n, dtype=dtype)
     rank[order] = torch.arange(n, dtype=dtype)
     return rank.view(scores.shape)

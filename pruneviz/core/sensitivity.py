@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .batches import as_samples
-from .criteria import CRITERIA, Criterion
+from .criteria import CRITERIA, Criterion, get_criterion
 from .errors import PrunevizError
 from .evaluate import stratified_order
 from .finetune import Cancel, ProgressFn, ProgressReporter, is_cancelled, torch_threads
@@ -146,7 +146,7 @@ def sensitivity_sweep(
         raise PrunevizError("no layer to sweep.")
     crit = _criterion_spec(session, criterion)
     crit_name = crit.name if isinstance(crit, Criterion) else crit
-    needs_data = crit.needs_data if isinstance(crit, Criterion) else crit_name in ("saliency", "taylor")
+    needs_data = crit.needs_data if isinstance(crit, Criterion) else get_criterion(crit_name).needs_data
     calib, loss_fn = _calib(session, needs_data)
 
     # evaluation tensors: the fixed stratified subset, computed once here and shipped to every task

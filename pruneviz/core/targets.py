@@ -232,10 +232,10 @@ def excluded_parameters(model: nn.Module, targets: Sequence[Target], *, embeddin
             out[n] = "embedding: opt in with embeddings=True (usually the most sensitive tensor)"
         elif n in candidate_names:
             out[n] = "left out by include=/exclude="
-        elif p.dim() < 2 and ("bias" in leaf or leaf.startswith("bias")):
-            out[n] = "bias: never pruned (a few values, each one feeds a whole channel)"
-        elif "norm" in kind.lower() or kind.startswith(("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm")):
+        elif "norm" in kind.lower():
             out[n] = f"{kind} scale/shift: never pruned (structured scope zeroes them with their channel)"
+        elif p.dim() < 2 and "bias" in leaf:
+            out[n] = "bias: never pruned (a few values, each one feeds a whole channel)"
         elif p.dim() < 2:
             out[n] = "a 1-D parameter (scales, gates, tokens): not a weight matrix"
         elif any(w in leaf.lower() for w in ("token", "pos", "position")):
