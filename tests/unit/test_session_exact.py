@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pruneviz.core import CRITERIA, PruningSession
+from pruneviz.core import CRITERIA, PruningSession, get_criterion
 from pruneviz.data import load_demo_model
 
 UNSTRUCTURED = ("layer", "global")
@@ -25,7 +25,7 @@ def models(request_name, request):
 
 def make_session(model, criterion, scope, cnn_batches):
     calib = None
-    if criterion in ("saliency", "taylor"):
+    if get_criterion(criterion).needs_data:
         x = cnn_batches[0][0]
         calib = cnn_batches if model.__class__.__name__ != "ResNet" else [
             (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
