@@ -192,6 +192,7 @@ class DeferredPlotly:
         for fig in figures:
             fig._esm = PLACEHOLDER_ESM
         self.loaded = False
+        self.esm_url: str | None = None  # the URL the browser imported plotly.js from (None: inline)
         self.widget = PageReady(self.load, bundle)
 
     def load(self, esm_url: str | None = None) -> None:
@@ -199,6 +200,7 @@ class DeferredPlotly:
         if self.loaded:
             return
         self.loaded = True
+        self.esm_url = esm_url
         pending = [(fig, esm_url or esm) for fig, esm in self._real]
         if esm_url:  # the module is evaluated already: each figure only draws, no need to wait long between
             self.stagger_s = min(self.stagger_s, 0.3)

@@ -30,6 +30,7 @@ from .histogram import WeightHistogram
 from .samples import SHOW
 from .status import StatusIndicator
 from .summary import SummaryView
+from .tools import ToolsPanel
 
 log = logging.getLogger("pruneviz.widgets")
 
@@ -73,7 +74,7 @@ class Explorer(widgets.VBox):
         except BaseException:  # nothing may keep running, listening or alive after a failed build
             self._stop()
             for name in ("errors", "status", "controls", "histogram", "allocation", "accuracy", "changes",
-                         "main_figure", "filters", "summary", "headline"):
+                         "main_figure", "filters", "summary", "headline", "tools"):
                 part = getattr(self, name, None)
                 if isinstance(part, widgets.Widget):
                     _close_tree(part)
@@ -115,6 +116,7 @@ class Explorer(widgets.VBox):
             self.ctx.figures.extend([self.main_figure, self.filter_figure])
             self.summary = SummaryView(self.ctx, example_input, on_update=self._on_flops)
             self.headline = Headline(self.ctx, self.summary.flops_now)
+            self.tools = ToolsPanel(self.ctx, esm_url=self._tool_esm)
             self._views = [self.controls, self.histogram, self.allocation, self.filters, self.summary,
                            self.accuracy, self.headline]
             self._unsubscribe.append(session.on_change(self._on_session))
@@ -148,7 +150,7 @@ class Explorer(widgets.VBox):
         plots = widgets.VBox([self.histogram, self.main_figure])
         plots.add_class("pv-hist")  # `.pv-hist .main-svg`: the histogram's figure
         right = widgets.VBox(
-            [live_row, self.allocation, plots, section, self.changes, self.filters],
+            [live_row, self.allocation, plots, section, self.changes, self.filters, self.tools],
             layout=widgets.Layout(width="900px", min_width="880px"),
         )
         body = widgets.HBox([self.controls, right], layout=widgets.Layout(flex_flow="row wrap", width="100%"))
@@ -190,6 +192,11 @@ class Explorer(widgets.VBox):
         with self.session.lock, self.ctx.lock:
             self.ctx.snapshot()
 
+    def _tool_esm(self) -> str | None:
+        """plotly's module for a figure a tool builds later: the URL the page imported it from, if any."""
+        d = self._deferred
+        return d.esm_url if d is not None and d.loaded else None
+
     def _send_figure_state(self, fig: Any) -> None:
         """Send ``fig``'s whole current state to the browser (before its plotly module loads: moves made while
         the placeholder showed were sent as updates nobody drew)."""
@@ -219,6 +226,10 @@ class Explorer(widgets.VBox):
             except Exception:  # noqa: BLE001 - closing is best effort
                 log.debug("unsubscribe failed", exc_info=True)
         self._unsubscribe.clear()
+        tools = getattr(self, "tools", None)
+        if tools is not None:
+            for view in tools.views.values():
+                view.close()  # cancels a running race or search
         if self.live is not None:
             self.live.close()
         summary = getattr(self, "summary", None)

@@ -119,3 +119,19 @@ def test_views_without_data_say_so(make_explorer):
     finally:
         compare.close()
         finder.close()
+
+
+def test_the_explorer_builds_its_tools_only_when_asked(demo):
+    app = demo
+    figures = len(app.ctx.figures)
+    assert app.tools.views == {} and app.tools.slot.children == ()
+    app.tools.buttons["compare"].value = True
+    compare = app.tools.views["compare"]
+    assert isinstance(compare, CompareView) and app.tools.slot.children == (compare,)
+    assert len(app.ctx.figures) == figures + 1
+    app.tools.buttons["plan"].value = True  # one tool at a time
+    assert app.tools.buttons["compare"].value is False
+    assert isinstance(app.tools.slot.children[0], PlanFinderView)
+    app.tools.buttons["compare"].value = True
+    assert app.tools.views["compare"] is compare  # built once
+    assert app.errors.text == ""
