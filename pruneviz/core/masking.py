@@ -25,6 +25,7 @@ from .masks import (
     unit_rows,
 )
 from .plan import Plan
+from .ranking import GlobalOrder, Ordered
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ class MaskingMixin:
         scores = crit.weight_scores(self._ctx)
         self._check_scores(crit, scores)
         scores = self._pin(scores, structured=False)
+        if self._engine == "order":  # big models: positions in pruning order, moves write only what changed
+            if plan.scope == "global":
+                g = GlobalOrder.of({n: s for n, s in scores.items() if s is not None})
+                return key, {n: g.parts.get(n) for n in scores}
+            return key, {n: None if s is None else Ordered.of(s) for n, s in scores.items()}
         if plan.scope == "global":
             granks = global_ranks({n: s for n, s in scores.items() if s is not None})
             return key, {n: granks.get(n) for n in scores}
@@ -165,6 +171,10 @@ class MaskingMixin:
         changed = []
         pool = sum(t.numel for t in self.targets if self._ranks.get(t.name) is not None)
         k_global = n_pruned(plan.global_sparsity, pool)
+        counts = None
+        g = next((r.owner for r in self._ranks.values() if isinstance(r, Ordered) and r.owner is not None), None)
+        if plan.scope == "global" and g is not None:
+            counts = g.counts(k_global)
         with torch.no_grad():
             for t in self.targets:
                 rank = self._ranks.get(t.name)
@@ -177,23 +187,29 @@ class MaskingMixin:
                     state = ("structured", self._rank_key, n_pruned(plan.sparsity[n], t.channels))
                 else:
                     state = ("layer", self._rank_key, n_pruned(plan.sparsity[n], t.numel))
-                if state[-1] == 0:
+                if state[-1] == 0 or (counts is not None and state[0] == "global" and counts[n] == 0):
                     state = ("dense", self._base)
                 if state == self._applied[n]:
                     continue
-                self._write(t, state, rank)
+                self._write(t, state, rank, counts)
                 self._applied[n] = state
                 changed.append(n)
         return tuple(changed)
 
-    def _write(self, t: Target, state: tuple, rank: torch.Tensor | None) -> None:
+    def _write(self, t: Target, state: tuple, rank, counts: dict[str, int] | None = None) -> None:
         n = t.name
         param, orig = self._params[n], self._originals[n]
         self._mask_cache.pop(n, None)
         bias_keep = None
+        prev = self._applied[n]
         if state[0] == "dense":
             param.copy_(orig)
             self._zeros[n] = 0
+        elif isinstance(rank, Ordered):  # the big-model engine (layer and global scope)
+            j = counts[n] if state[0] == "global" else state[2]
+            same = prev[0] == "dense" or (prev[0] == state[0] and prev[1] == state[1])
+            rank.write(orig, param.data, j, self._zeros[n] if same else None)
+            self._zeros[n] = j
         elif state[0] == "structured":
             bias_keep = mask_from_rank(rank, state[2])
             torch.where(expand_channel_mask(bias_keep, t), orig, orig.new_zeros(()), out=param.data)

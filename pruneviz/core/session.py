@@ -21,6 +21,7 @@ from .masks import (
     mask_from_rank,
 )
 from .plan import SCOPES, Plan
+from .ranking import Ordered
 from .rebase import RebaseMixin
 from .stats import LayerStats, Summary, summarize
 from .targets import Target, excluded_parameters, find_targets, get_tensor
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_HISTORY = 10_000
 #: calibration batches the session keeps (the gradient criteria average over them)
 CALIB_BATCHES = 8
+ENGINES = ("auto", "rank", "order")
+#: from this many prunable weights on, ``engine="auto"`` keeps positions in pruning order (see ranking.py)
+ORDER_ENGINE_MIN = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         protect: Sequence[str | type] | None = None,
         embeddings: bool = False,
         example_input: Any = None,
+        engine: str = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise PrunevizError(
@@ -113,6 +118,12 @@ class PruningSession(MaskingMixin, RebaseMixin):
             self._extra_params = {x: get_tensor(model, x) for xs in self._channel_tensors.values() for x in xs}
             self._extra_originals = {x: p.detach().clone() for x, p in self._extra_params.items()}
         self._mask_cache: dict[str, torch.Tensor] = {}
+        if engine not in ENGINES:
+            raise PrunevizError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}.")
+        prunable = sum(t.numel for t in self.targets)
+        # "rank": one int32 rank per weight, every move rewrites changed tensors (fastest up to ~40 M weights);
+        # "order": positions in pruning order, a move writes only the weights whose fate changed (big models)
+        self._engine = engine if engine != "auto" else ("order" if prunable >= ORDER_ENGINE_MIN else "rank")
         self._zeros = dict.fromkeys(self._by_name, 0)
         self._applied: dict[str, tuple] = {n: ("dense", 0) for n in self._by_name}
         # calibration data in any form (tensors, a Dataset, a DataLoader, a list of batches): the first few
@@ -168,6 +179,8 @@ class PruningSession(MaskingMixin, RebaseMixin):
                     cached = torch.ones(t.shape, dtype=torch.bool)
                 elif state[0] == "structured":
                     cached = expand_channel_mask(mask_from_rank(self._ranks[name], state[2]), t).contiguous()
+                elif isinstance(self._ranks[name], Ordered):
+                    cached = self._ranks[name].mask(self._zeros[name])
                 else:
                     cached = mask_from_rank(self._ranks[name], state[2])
                 self._mask_cache[name] = cached

@@ -66,9 +66,9 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
-def test_there_are_six_lessons():
-    assert len(LESSONS) == 6, LESSONS
-    assert LESSONS[0] == "01_what_is_pruning.ipynb" and LESSONS[-1] == "06_prune_then_finetune.ipynb"
+def test_there_are_seven_lessons():
+    assert len(LESSONS) == 7, LESSONS
+    assert LESSONS[0] == "01_what_is_pruning.ipynb" and LESSONS[-1] == "07_heterogeneous_data.ipynb"
 
 
 def test_kernel_is_this_interpreter(kernel_dir, tmp_path):

@@ -15,12 +15,12 @@ ACCURACY = ".pv-dashboard .pv-accuracy"
 GALLERY_HEADER = ".pv-dashboard .pv-changes-header"
 
 
-def pick(app: AppPage, label: str, layer_text: str) -> None:
-    """Click the model picker's button ``label`` and wait until that model's layer sliders show."""
+def pick(app: AppPage, label: str, title_text: str) -> None:
+    """Click the model picker's button ``label`` and wait until that model's explorer (its title) shows."""
     app.page.locator(".pv-dashboard .pv-model-picker button", has_text=label).first.click()
     app.page.wait_for_function(
-        "t => Array.from(document.querySelectorAll('.pv-dashboard .pv-layer-slider'))"
-        ".some(e => e.innerText.includes(t))", arg=layer_text)
+        "t => Array.from(document.querySelectorAll('.pv-dashboard .pv-title')).some(e => e.innerText.includes(t))",
+        arg=title_text)
     app.wait_idle()
 
 
@@ -42,7 +42,7 @@ def visible_gallery_images(app: AppPage) -> int:
 def test_detector_shows_map_and_the_boxes_it_loses(browser, voila_server):
     app = AppPage(browser, voila_server.url)
     try:
-        pick(app, "detector", "heatmap")
+        pick(app, "detector", "demo detector")
         head0, acc0 = app.text(HEADLINE), app.text(ACCURACY)
         assert "mAP@0.5 0.98" in head0 and "same as unpruned" in head0, head0
         assert "No detection has changed yet" in app.text(GALLERY_HEADER)
@@ -67,10 +67,10 @@ def test_detector_shows_map_and_the_boxes_it_loses(browser, voila_server):
 
 
 @pytest.mark.parametrize(("label", "layer", "percent", "sample"), [
-    ("Text GRU", "gru", 50, ".pv-text-sample"),
-    ("Text Transformer", "in_proj", 50, ".pv-text-sample"),
-    ("Audio CNN", "features.0", 70, ".pv-gallery img"),
-    ("Tabular MLP", "body.0", 90, ".pv-row-sample"),
+    ("Text GRU", "GRU on", 50, ".pv-text-sample"),
+    ("Text Transformer", "Transformer encoder", 50, ".pv-text-sample"),
+    ("Audio CNN", "spectrograms", 70, ".pv-gallery img"),
+    ("Tabular MLP", "breast cancer table", 90, ".pv-row-sample"),
 ], ids=["text_gru", "text_transformer", "audio_cnn", "tabular_mlp"])
 def test_each_modality_opens_prunes_and_shows_what_flipped(browser, voila_server, label, layer, percent, sample):
     app = AppPage(browser, voila_server.url)

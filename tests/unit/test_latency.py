@@ -94,3 +94,88 @@ def test_input_that_does_not_fit():
 def test_stats_measure_latency_still_returns_median_seconds():
     t = stats.measure_latency(nn.Linear(4, 2), torch.randn(1, 4), repeats=3, warmup=1)
     assert isinstance(t, float) and 0 < t < 1
+
+
+def test_pooled_rounds():
+    from pruneviz.core.latency import pooled
+
+    model = load_demo_model("mlp")
+    parts = [measure_latency(model, torch.randn(1, 1, 8, 8), batch_sizes=(1, 4), min_run_time=FAST) for _ in range(2)]
+    p = pooled(parts)
+    assert [r.batch_size for r in p.rows] == [1, 4] and p.min_run_time == pytest.approx(2 * FAST)
+    for r in p.rows:
+        blocks = [t for part in parts for t in part.row(r.batch_size).times_ms]
+        assert r.times_ms == tuple(blocks) and min(blocks) <= r.median_ms <= max(blocks)
+        assert r.runs == sum(part.row(r.batch_size).runs for part in parts)
+    with pytest.raises(LatencyError, match="nothing to pool"):
+        pooled([])
+
+
+# ------------------------------------------------------------------ what you actually get
+class LockProbe(nn.Module):
+    """Records, on every forward, whether another thread could take the session's lock at that moment."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        import threading
+
+        lock = LockProbe.lock
+        if lock is not None:
+            got: list[bool] = []
+
+            def probe():
+                ok = lock.acquire(timeout=0.5)
+                got.append(ok)
+                if ok:
+                    lock.release()
+
+            t = threading.Thread(target=probe)
+            t.start()
+            t.join()
+            LockProbe.free.append(got[0])
+        return self.inner(x)
+
+    lock = None
+    free: list[bool] = []
+
+
+def test_measure_actual_structured_times_every_form_without_holding_the_lock():
+    from pruneviz.core import PruningSession
+    from pruneviz.core.removal_measure import measure_actual
+
+    s = PruningSession(LockProbe(load_demo_model("cnn")), criterion="l1_filter", scope="structured")
+    s.set_global_sparsity(0.5)
+    steps = []
+    LockProbe.lock, LockProbe.free = s.lock, []
+    try:
+        r = measure_actual(s, torch.randn(1, 1, 8, 8), batch_sizes=(1, 4), min_run_time=FAST,
+                           progress=lambda done, total, what: steps.append((done, total, what)))
+    finally:
+        LockProbe.lock = None
+    assert LockProbe.free and all(LockProbe.free)  # every timed forward ran with the session's lock free
+    assert set(r.forms) == {"dense", "masked", "removed", "onnx"} and r.structured and r.generation == s.generation
+    d, m, rm, ox = (r.forms[f] for f in ("dense", "masked", "removed", "onnx"))
+    assert d.params == m.params and m.nonzero < d.nonzero and d.file_bytes == m.file_bytes  # masks: same size
+    assert rm.params < 0.5 * d.params and rm.file_bytes < 0.5 * d.file_bytes and ox.file_bytes
+    assert 0 < r.macs_ratio < 0.5 and rm.macs == r.slim.macs_after and d.macs == r.slim.macs_before
+    for form in r.forms:
+        assert [row.batch_size for row in r.forms[form].latency.rows] == [1, 4]
+        assert r.speedup(form, 1) > 0 and r.forms[form].latency.threads == 1
+    assert r.speedup("dense", 4) == 1.0 and steps[-1][0] == steps[-1][1] == len(steps) - 1
+    assert 0.45 < r.weights_removed < 0.55
+
+
+def test_measure_actual_without_structure_and_cancelled():
+    from pruneviz.core import PruningSession
+    from pruneviz.core.removal_measure import MeasureCancelled, measure_actual
+
+    s = PruningSession(load_demo_model("cnn"), scope="global")
+    s.set_global_sparsity(0.8)
+    r = measure_actual(s, torch.randn(1, 1, 8, 8), batch_sizes=(1,), min_run_time=FAST, rounds=1)
+    assert set(r.forms) == {"dense", "masked"} and not r.structured and "structured scope" in r.note
+    assert r.macs_ratio is None and r.params_ratio == 1.0 and r.forms["masked"].latency is not None
+    with pytest.raises(MeasureCancelled, match="plan changed"):
+        measure_actual(s, torch.randn(1, 1, 8, 8), min_run_time=FAST, cancel=lambda: True)

@@ -4,7 +4,6 @@ and (slow) the full demo-CNN report with a headless-Chromium screenshot in test-
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import re
 import time
@@ -179,31 +178,3 @@ def test_cli_on_a_dask_local_cluster_gives_the_in_process_csv(tmp_path):
     assert len(inline.splitlines()) == 1 + 4 * 2 * 2 * 2
     assert (tmp_path / "dask" / "results.csv").read_text() == inline
     assert "Dask scheduler" in (tmp_path / "dask" / "summary.md").read_text()
-
-
-@pytest.mark.slow
-def test_full_demo_report_and_its_screenshot():
-    """The demo CNN's whole report (the CI artifact) and one headless-Chromium screenshot of it."""
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    r = make_report("cnn", out=artifacts / "report-cnn", overwrite=True, seeds=3)
-    assert len(r.race.criteria) == 9 and len(r.race.rows) == 9 * 3 * 10 * 3
-    spec = importlib.util.spec_from_file_location("pv_ui_harness", ROOT / "tests" / "ui" / "harness.py")
-    harness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = harness.launch_browser(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors, requests = [], []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda req: requests.append(req.url))
-            page.goto(r.files["report.html"].resolve().as_uri())
-            assert page.locator("svg").count() >= 10
-            assert page.locator("h1").inner_text().startswith("pruneviz")
-            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
-        finally:
-            browser.close()
-    assert errors == [] and len(requests) == 1  # the page itself: nothing else is fetched

@@ -166,3 +166,103 @@ def test_unsupported_operator_is_named(tmp_path):
     with pytest.raises(OnnxExportError, match="unsupported operator.*linalg_svd"):
         export_onnx(SVD(), torch.randn(1, 1, 4, 4), tmp_path / "svd.onnx", exporter="legacy")
     assert not (tmp_path / "svd.onnx").exists()
+
+
+# ------------------------------------------------------------------ the architecture named by itself, bytes
+def test_arch_auto_reloads_demo_and_torchvision_models_in_a_fresh_process(tmp_path):
+    from pruneviz.data.demos import DEMOS
+
+    jobs = {}
+    (ids, _), _ = DEMOS["text_gru"].data()
+    text = PruningSession(load_demo_model("text_gru"), scope="structured", embeddings=True)
+    detector_images = DEMOS["detector"].data()[0][0][:2]
+    detector = PruningSession(load_demo_model("detector"), scope="structured", criterion="l1_filter")
+    torch.manual_seed(0)
+    resnet = PruningSession(torchvision.models.resnet18(weights=None, num_classes=10).eval(), scope="structured",
+                            criterion="l1_filter")
+    for name, s, x in [("text", text, ids[:8]), ("detector", detector, detector_images),
+                       ("resnet", resnet, torch.randn(2, 3, 32, 32))]:
+        s.set_global_sparsity(0.5)
+        r = slim(s, x[:1])
+        assert r.outputs_match and r.removed, name
+        save_slim(s, tmp_path / f"{name}.pt", arch="auto", example_input=x[:1])
+        out = _out(r.model, x)
+        jobs[name] = (x, out if isinstance(out, torch.Tensor) else torch.cat([d["boxes"].flatten() for d in out]))
+    torch.save(jobs, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        """
+        import sys, torch
+        import pruneviz
+        folder = sys.argv[1]
+        expected = torch.load(folder + "/expected.pt", weights_only=True)
+        for name, (x, want) in expected.items():
+            raw = torch.load(f"{folder}/{name}.pt", weights_only=True)
+            model = pruneviz.load_slim(f"{folder}/{name}.pt")
+            with torch.inference_mode():
+                got = model(x)
+            if not isinstance(got, torch.Tensor):
+                got = torch.cat([d["boxes"].flatten() for d in got])
+            print(name, raw["arch"]["spec"], float((got - want).abs().max()))
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = {ln.split()[0]: ln.split()[1:] for ln in done.stdout.split("\n") if ln}
+    assert lines["text"][0] == "pruneviz.data.modality_models:TextGRU"
+    assert lines["detector"][0] == "pruneviz.data.detector:ShapesDetector"
+    assert lines["resnet"][0] == "torchvision.models:resnet18"
+    assert all(float(v[1]) == 0.0 for v in lines.values()), lines
+
+
+class NeedsArgs(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3)
+        self.fc = nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_arch_that_cannot_be_named_says_why(tmp_path):
+    from pruneviz.core.removal_arch import find_architecture
+
+    class Local(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+    assert "cannot import" in find_architecture(Local()).reason
+    arch = find_architecture(NeedsArgs(6))
+    assert not arch.found and "arguments" in arch.reason
+    m = NeedsArgs(6)
+    m.width = 6  # an attribute of the same name is enough
+    assert find_architecture(m).kwargs == {"width": 6}
+    s = PruningSession(NeedsArgs(6), scope="structured")
+    s.set_global_sparsity(0.5)
+    with pytest.raises(CheckpointError, match="cannot name the architecture.*arch=MyModel"):
+        save_slim(s, tmp_path / "m.pt", arch="auto", example_input=torch.randn(1, 1, 5, 5))
+    with pytest.raises(Exception, match="arch='auto' needs the session"):
+        save_slim(slim(s, torch.randn(1, 1, 5, 5)), tmp_path / "m.pt", arch="auto")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_slim_bytes_are_checked_by_reloading_and_onnx_takes_token_ids(slim_cnn):
+    import io
+
+    from pruneviz.core.slim_export import onnx_bytes, slim_bytes
+    from pruneviz.data.demos import DEMOS
+
+    s, cnn, x = slim_cnn
+    data = slim_bytes(cnn, s.model, x[:1])
+    raw = torch.load(io.BytesIO(data), weights_only=True)
+    assert raw["arch"]["spec"] == "pruneviz.data.models:DigitsCNN" and torch.equal(raw["example"], x[:1])
+    assert torch.equal(_out(load_slim(io.BytesIO(data)), x), _out(cnn.model, x))
+    (ids, _), _ = DEMOS["text_gru"].data()
+    text = PruningSession(load_demo_model("text_gru"), scope="structured")
+    text.set_global_sparsity(0.5)
+    small = slim(text, ids[:1]).model
+    blob, info = onnx_bytes(small, ids[:1], exporter="legacy")
+    assert info.path is None and info.max_abs_diff <= 1e-4 and len(blob) > 1000
