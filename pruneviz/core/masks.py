@@ -36,17 +36,18 @@ def check_sparsity(value: object, where: str) -> float:
 
 
 def _sort_keys(flat: torch.Tensor) -> np.ndarray:
-    """uint64 keys ``(order-preserving bits of the float32 value) << 32 | index`` (-0.0 counted as +0.0)."""
+    """uint64 keys ``(order-preserving bits of the float32 value) << 32 | index`` (-0.0 counted as +0.0),
+    written as their two 32-bit halves (little-endian: the index is the low half)."""
     x = flat.numpy()
-    if float(flat.min()) >= 0.0:  # every built-in criterion: the bits of non-negative floats already sort right
-        bits = (x + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0: they tie, as in a float sort
-        keys = bits.astype(np.uint64)
-        keys |= np.uint64(0x80000000)  # keeps every non-negative key above a flipped negative one
+    bits = (x + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0: they tie, as in a float sort
+    if float(flat.min()) >= 0.0:  # every built-in criterion: set the top bit, so it sorts above flipped negatives
+        bits |= np.uint32(0x80000000)
     else:  # negative scores (pinned by a rebase): flip them so the unsigned order is the float order
-        bits = (x + np.float32(0.0)).view(np.uint32)
-        keys = np.where(bits >> np.uint32(31) != 0, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    keys <<= np.uint64(32)
-    keys |= np.arange(len(x), dtype=np.uint64)
+        bits = np.where(bits >> np.uint32(31) != 0, ~bits, bits | np.uint32(0x80000000))
+    keys = np.empty(len(x), dtype=np.uint64)
+    halves = keys.view(np.uint32)
+    halves[1::2] = bits
+    halves[0::2] = np.arange(len(x), dtype=np.uint32)
     return keys
 
 

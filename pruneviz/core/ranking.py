@@ -17,6 +17,8 @@ and a count over at most ``BUCKET`` owners. Memory: the positions (1x the weight
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -81,19 +83,43 @@ class GlobalOrder:
         self.table = table  # (N // BUCKET + 1, T) cumulative counts per tensor at each bucket start
 
     @classmethod
-    def of(cls, scores: dict[str, torch.Tensor]) -> GlobalOrder:
+    def of(cls, scores: dict[str, torch.Tensor], packed: bool | None = None) -> GlobalOrder:
+        """The global order of ``scores``; ``packed`` (default: when it fits) chooses the one-sort path."""
         names = list(scores)
         sizes = np.array([scores[n].numel() for n in names], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        flat = torch.cat([scores[n].reshape(-1).float() for n in names])
-        pos = _order_of(flat)  # global positions in global rank order
-        del flat
         kind = np.uint8 if len(names) < 256 else np.uint16
-        owner = np.repeat(np.arange(len(names), dtype=kind), sizes)[pos]
-        perm = np.argsort(owner, kind="stable")  # radix sort of small integers: per tensor, in global order
-        local = (pos[perm].astype(np.int64) - offsets[owner[perm]]).astype(np.uint32)
-        del pos
-        parts = {n: Ordered(local[offsets[i]:offsets[i + 1]], tuple(scores[n].shape)) for i, n in enumerate(names)}
+        tid_bits = max(1, (len(names) - 1).bit_length())
+        flat = torch.cat([scores[n].reshape(-1).float() for n in names])
+        fits = flat.dtype == torch.float32 and sizes.max() < 2 ** (32 - tid_bits) and len(names) < 2**16
+        if fits if packed is None else packed and fits:
+            # one sort of keys (score bits, tensor, position in the tensor): the owner of every global rank is
+            # the key's top low bits; each tensor's order comes from a sort of its own scores (the same order:
+            # ties go to the lower position either way), two tensors at a time
+            keys = _sort_keys(flat)
+            low = keys.view(np.uint32)[0::2]
+            start = 0
+            for i, size in enumerate(sizes):
+                low[start:start + size] += np.uint32(((i << (32 - tid_bits)) - start) % 2**32)  # wraps, on purpose
+                start += size
+            del flat
+            keys.sort()
+            owner = (keys.view(np.uint32)[0::2] >> np.uint32(32 - tid_bits)).astype(kind)
+            del keys, low
+            with ThreadPoolExecutor(max_workers=2) as pool:  # numpy sorts release the GIL
+                orders = list(pool.map(lambda n: Ordered.of(scores[n]), names))
+            parts = dict(zip(names, orders, strict=True))
+        else:  # many tensors or a huge one: positions from the one global sort
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            pos = _order_of(flat)
+            del flat
+            owner = np.repeat(np.arange(len(names), dtype=kind), sizes)[pos]
+            local = pos[np.argsort(owner, kind="stable")]
+            del pos
+            parts = {}
+            for i, n in enumerate(names):
+                part = local[offsets[i]:offsets[i + 1]]
+                part -= np.uint32(offsets[i])
+                parts[n] = Ordered(part, tuple(scores[n].shape))
         starts = np.arange(0, len(owner) + 1, BUCKET)
         counts = np.zeros((len(starts), len(names)), dtype=np.int64)
         for b in range(1, len(starts)):

@@ -44,3 +44,20 @@ def test_engine_is_chosen_by_size_and_checked():
     assert PruningSession(load_demo_model("cnn"))._engine == "rank"
     with pytest.raises(PrunevizError, match="engine='fast'"):
         PruningSession(load_demo_model("cnn"), engine="fast")
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_global_order_counts_equal_global_ranks(packed):
+    from pruneviz.core.masks import global_ranks
+    from pruneviz.core.ranking import GlobalOrder
+
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.randint(1, 3000, (300,), generator=g)  # more than 255 tensors: 16-bit owners
+    scores = {f"t{i}": (torch.rand(int(n), generator=g) * 50).round() for i, n in enumerate(sizes)}  # many ties
+    order, ranks = GlobalOrder.of(scores, packed=packed), global_ranks(scores)
+    total = int(sizes.sum())
+    for k in (0, 1, 17, total // 3, total - 1, total):
+        counts = order.counts(k)
+        for name, rank in ranks.items():
+            assert counts[name] == int((rank < k).sum())
+            assert torch.equal(order.parts[name].mask(counts[name]), rank >= k)
