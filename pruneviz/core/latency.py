@@ -68,6 +68,22 @@ class LatencyReport:
         return out
 
 
+def pooled(reports: Sequence[LatencyReport]) -> LatencyReport:
+    """Several measurements of one model (e.g. rounds interleaved with other models, so a burst of load on a shared
+    machine hits every model alike) as one report: each batch size's timed blocks pooled, median and IQR of all."""
+    if not reports:
+        raise LatencyError("nothing to pool: pass at least one LatencyReport.")
+    first = reports[0]
+    rows = []
+    for r0 in first.rows:
+        parts = [rep.row(r0.batch_size) for rep in reports]
+        times = tuple(t for p in parts for t in (p.times_ms or (p.median_ms,)))
+        q = torch.tensor(times, dtype=torch.float64)
+        q1, med, q3 = (float(v) for v in torch.quantile(q, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
+        rows.append(LatencyRow(r0.batch_size, med, q3 - q1, sum(p.runs for p in parts), r0.threads, times))
+    return LatencyReport(first.backend, first.threads, sum(rep.min_run_time for rep in reports), rows)
+
+
 def batched(x: Any, batch_size: int) -> Any:
     """``x`` with its first sample repeated ``batch_size`` times along dim 0 (tensors inside dicts/tuples too)."""
     if isinstance(x, torch.Tensor):

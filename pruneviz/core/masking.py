@@ -88,6 +88,22 @@ class MaskingMixin:
         key = (crit.name, plan.scope, self._base)
         if key == self._rank_key:
             return key, self._ranks
+        self._progress(f"scoring the weights ({crit.label or crit.name})", 0.1)
+        try:
+            return self._rank(plan, crit, key)
+        finally:
+            self._progress("", 1.0)
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        """Tell ``session.progress(stage, fraction)`` (if set) how a ranking goes: big models take seconds."""
+        hook = getattr(self, "progress", None)
+        if hook is not None and self._big:
+            try:
+                hook(stage, fraction)
+            except Exception:  # noqa: BLE001 - a broken view must not stop the ranking
+                log.exception("pruneviz: a progress hook raised")
+
+    def _rank(self, plan: Plan, crit: Criterion, key: tuple) -> tuple[tuple[str, str], dict]:
         if plan.scope == "structured":
             if self._coupled is None and self._example_input is not None:
                 self._couple(quiet=True)
@@ -96,6 +112,7 @@ class MaskingMixin:
         scores = crit.weight_scores(self._ctx)
         self._check_scores(crit, scores)
         scores = self._pin(scores, structured=False)
+        self._progress("ranking the weights", 0.4)
         if self._engine == "order":  # big models: positions in pruning order, moves write only what changed
             if plan.scope == "global":
                 g = GlobalOrder.of({n: s for n, s in scores.items() if s is not None})

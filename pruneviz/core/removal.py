@@ -5,8 +5,10 @@ pruned, with the session's own channel choices, together with everything coupled
 input channels, BatchNorm, residual adds, concatenations, depthwise convolutions), using torch-pruning's
 ``DependencyGraph`` one pruned layer at a time. A channel goes only when removing it provably leaves the
 outputs as they are in the masked model; otherwise it is kept (still zero, as in the masked model) and the
-layer is listed in ``SlimResult.kept`` with the reason in plain words. A channel is removed when, in its
-torch-pruning group,
+layer is listed in ``SlimResult.kept`` with the reason in plain words. RNN hidden units and embedding
+dimensions pruned in structured scope go too, with the inputs of the Linear or RNN that reads them
+(:mod:`pruneviz.core.removal_units`); attention heads stay (a stock ``nn.MultiheadAttention`` ties the head
+width to ``embed_dim``). A channel is removed when, in its torch-pruning group,
 
 * every layer that writes the channel (convolutions and linears, through residual adds, multiplications
   and depthwise convolutions) prunes it: the session zeroed its weights, bias and BatchNorm scale and shift,
@@ -40,17 +42,29 @@ from .errors import PrunevizError, UnknownLayerError, suggest
 from .removal_graph import (
     ExampleInputError,
     ForwardFn,
+    LayerTooBig,
     RemovalError,
     TraceError,
     WorkGuard,
     WorkLimitError,
     WorkLimits,
     build_graph,
+    coupled_groups,
     default_forward,
     graph_limit_error,
     replay,
 )
-from .removal_rules import alive_key, compare, max_abs, removable, run, whole_group_problem
+from .removal_rules import (
+    alive_key,
+    compare,
+    max_abs,
+    removable,
+    run,
+    tp_failure,
+    unsupported,
+    whole_group_problem,
+)
+from .removal_units import UnitPlan, is_unit_module, plan_units, remove_units
 from .targets import find_targets
 
 __all__ = [
@@ -124,10 +138,6 @@ class _Plan:
     bn: str | None  # the BatchNorm zeroed with the channels, if any
 
 
-class _LayerTooBig(Exception):  # noqa: N818 - internal control flow
-    pass
-
-
 class _Restart(Exception):  # noqa: N818 - internal control flow
     def __init__(self, module: str, reason: str) -> None:
         super().__init__(reason)
@@ -154,19 +164,23 @@ def slim(session: Any, example_input: Any, *, forward_fn: ForwardFn | None = Non
 def _slim_session(session, example_input, forward_fn, check, limits, tolerance, t0) -> SlimResult:
     with session.lock:  # one consistent view of the weights and masks
         work = copy.deepcopy(session.model).eval()
-        plans, kept = {}, []
+        units, refused = plan_units(session, work)
+        kept = [KeptLayer(n, why, k) for n, why, k in refused]
+        plans = {}
         for t in session.targets:
+            if is_unit_module(work.get_submodule(t.module_name)):
+                continue
             keep = session.channel_mask(t.name)
             if keep is None or bool(keep.all()):
                 continue
             bn = session.batchnorm_of(t.name)
             bn = bn if bn and f"{bn}.weight" in session.channel_tensors(t.name) else None
-            reason = _unsupported(work.get_submodule(t.module_name), keep, t.name == session.output_layer)
+            reason = unsupported(work.get_submodule(t.module_name), keep, t.name == session.output_layer)
             if reason:
                 kept.append(KeptLayer(t.name, reason, int((~keep).sum())))
             else:
                 plans[t.module_name] = _Plan(t.name, keep.clone(), bn)
-    return _slim(work, plans, kept, example_input, forward_fn, check, limits, tolerance, t0)
+    return _slim(work, plans, kept, example_input, forward_fn, check, limits, tolerance, t0, units)
 
 
 def slim_model(model: nn.Module, example_input: Any, remove: Mapping[str, Iterable[int]], *,
@@ -211,7 +225,7 @@ def _slim_model(model, example_input, remove, forward_fn, check, limits, toleran
             for p in owners:
                 if isinstance(p, torch.Tensor) and p.shape == keep.shape:
                     p.mul_(keep.to(p.dtype))
-        reason = _unsupported(work.get_submodule(mname), keep, False)
+        reason = unsupported(work.get_submodule(mname), keep, False)
         if reason:
             kept.append(KeptLayer(t.name, reason, len(idx)))
         else:
@@ -219,56 +233,12 @@ def _slim_model(model, example_input, remove, forward_fn, check, limits, toleran
     return _slim(work, plans, kept, example_input, forward_fn, check, limits, tolerance, t0)
 
 
-def coupled_groups(model: nn.Module, example_input: Any, *, forward_fn: ForwardFn | None = None,
-                   limits: WorkLimits = WorkLimits()) -> list[list[str]]:
-    """Module names of the Conv/Linear layers whose output channels are coupled (residual adds, multiplications,
-    depthwise convolutions), one list per coupling; uncoupled layers are left out.
-
-    Channels of a coupled layer can be removed only where every layer of its list prunes them too: a criterion
-    that ranks channels jointly per list (the same choice for all) lets :func:`slim` remove the residual stream.
-    """
-    with torch.inference_mode(False):
-        work = copy.deepcopy(model).eval()
-        out, seen = [], set()
-        with WorkGuard(limits.seconds, limits.memory_mb, graph_limit_error):
-            graph, _ = build_graph(work, example_input, forward_fn)
-            names = {m: n for n, m in work.named_modules()}
-            for m in names:
-                if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or m in seen or m not in graph.module2node:
-                    continue
-                fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
-                try:
-                    with WorkGuard(limits.layer_seconds, limits.layer_memory_mb, _LayerTooBig):
-                        group = graph.get_pruning_group(m, fn, [0])
-                except (_LayerTooBig, Exception):  # noqa: BLE001 - a layer torch-pruning cannot group stays alone
-                    continue
-                members = list(dict.fromkeys(
-                    d.target.module for d, _ in group
-                    if isinstance(d.target.module, (nn.modules.conv._ConvNd, nn.Linear))
-                    and graph.is_out_channel_pruning_fn(d.handler)))
-                seen.update(members)
-                if len(members) > 1:
-                    out.append([names[x] for x in members])
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ core
-def _unsupported(module: nn.Module, keep: torch.Tensor, is_output: bool) -> str | None:
-    if is_output:
-        return "the output layer: removing its channels would change the shape of the model's output."
-    if isinstance(module, nn.RNNBase):
-        return ("a recurrent layer: structured scope prunes its gate rows, not whole hidden units, so nothing can "
-                "be removed (hidden units: pruneviz.core.recurrent_removal.remove_hidden_units).")
-    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-        return f"{type(module).__name__} layers are not removed physically (only Conv and Linear are)."
-    if not keep.any():
-        return "every channel is pruned: removing them all would cut the network in two (layer collapse)."
-    return None
-
-
 def _slim(work: nn.Module, plans: dict[str, _Plan], kept: list[KeptLayer], x: Any, forward_fn: ForwardFn | None,
-          check: bool, limits: WorkLimits, tolerance: float, t0: float) -> SlimResult:
+          check: bool, limits: WorkLimits, tolerance: float, t0: float,
+          units: dict[str, UnitPlan] | None = None) -> SlimResult:
     forward_fn = forward_fn or default_forward
+    units = units or {}
     stats: dict[str, torch.Tensor] = {}
     ref, macs_before = run(work, x, forward_fn, stats if plans else None, first=True)
     params_before = _params(work)
@@ -277,7 +247,7 @@ def _slim(work: nn.Module, plans: dict[str, _Plan], kept: list[KeptLayer], x: An
     pristine = work  # the reference stays untouched: every attempt works on a fresh copy
     verify_each = False
     while True:
-        model = copy.deepcopy(pristine) if plans else pristine
+        model = copy.deepcopy(pristine) if plans or units else pristine
         try:
             with WorkGuard(limits.seconds, limits.memory_mb, graph_limit_error):
                 removed, reasons, history = _remove(model, plans, skip, stats, x, forward_fn,
@@ -296,11 +266,25 @@ def _slim(work: nn.Module, plans: dict[str, _Plan], kept: list[KeptLayer], x: An
     for mname, plan in plans.items():
         if mname in reasons:
             kept.append(KeptLayer(plan.name, reasons[mname][0], reasons[mname][1]))
-    note = "" if plans else NO_STRUCTURE_NOTE if not kept else "nothing could be removed: see kept."
+    removed_names = {plans[m].name: n for m, n in removed.items() if n}
+    if units and match is not False:  # hidden units and embedding dimensions, checked producer by producer
+        done, refused, steps = remove_units(model, units, x, forward_fn, ref, tolerance)
+        removed_names.update(done)
+        kept += [KeptLayer(n, why, k) for n, why, k in refused]
+        history = history + steps
+        if steps:
+            diff2, macs_after = compare(model, x, forward_fn, ref)
+            if check:
+                diff = max(diff, diff2)
+                match = diff <= tolerance * max(1.0, max_abs(ref))
+    elif units:
+        kept += [KeptLayer(n, "not tried: the outputs already differ after removing channels", u.pruned)
+                 for u in units.values() for n in u.names]
+    note = "" if plans or units else NO_STRUCTURE_NOTE if not kept else "nothing could be removed: see kept."
     if match is False:
         note = (f"the slim model's outputs differ from the masked model's by {diff:.3g} (max abs): torch-pruning "
                 "mis-traced a coupling pruneviz could not pin to one layer; use the masked model.")
-    return SlimResult(model.eval(), {plans[m].name: n for m, n in removed.items() if n}, kept, history,
+    return SlimResult(model.eval(), removed_names, kept, history,
                       params_before, _params(model), macs_before // 2, macs_after // 2,
                       match, diff, note, spec,
                       time.perf_counter() - t0, tolerance)
@@ -344,7 +328,7 @@ def _remove(model: nn.Module, plans: dict[str, _Plan], skip: dict[str, str], sta
         fn = getattr(tp, fn_name)
         why: Counter[str] = Counter()
         try:
-            with WorkGuard(limits.layer_seconds, limits.layer_memory_mb, _LayerTooBig):
+            with WorkGuard(limits.layer_seconds, limits.layer_memory_mb, LayerTooBig):
                 group = graph.get_pruning_group(root, fn, want)
                 ok = removable(graph, group, by_module, bn_owner, in_stats, fenced, alive, names, why)
                 if ok:
@@ -353,14 +337,14 @@ def _remove(model: nn.Module, plans: dict[str, _Plan], skip: dict[str, str], sta
                     if whole:
                         why[whole] += len(ok)
                         ok = []
-        except _LayerTooBig as e:
+        except LayerTooBig as e:
             why.clear()
             why[f"torch-pruning's group for this layer {e} (limits.layer_seconds / layer_memory_mb)"] += len(want)
             ok = []
         except (PrunevizError, _Restart):
             raise
         except Exception as e:  # noqa: BLE001 - torch-pruning raises many kinds: keep this layer, go on
-            why[f"torch-pruning failed on this layer ({type(e).__name__}: {str(e)[:160]})"] += len(want)
+            why[tp_failure(e)] += len(want)
             ok = []
         if ok:
             for dep, _ in group:

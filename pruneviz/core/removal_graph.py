@@ -13,6 +13,7 @@ Used by :mod:`pruneviz.core.removal`. Three traps of torch-pruning 1.6 are handl
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import threading
 import time
@@ -146,6 +147,10 @@ class WorkGuard:
         return False
 
 
+class LayerTooBig(Exception):  # noqa: N818 - internal control flow
+    """One layer's group took more time or memory than ``WorkLimits.layer_*`` allows."""
+
+
 def graph_limit_error(why: str) -> WorkLimitError:
     return WorkLimitError(
         f"building torch-pruning's dependency graph {why}, so pruneviz stopped it (torch-pruning's graph walk can "
@@ -241,12 +246,56 @@ def detach_input(x: Any) -> Any:
 def replay(
     model: nn.Module, history: list[dict], example_input: Any, forward_fn: ForwardFn | None = None
 ) -> nn.Module:
-    """Remove channels from a freshly built ``model`` exactly as recorded in ``history`` (in place); returns it."""
-    graph, _ = build_graph(model, example_input, forward_fn)
+    """Remove channels from a freshly built ``model`` exactly as recorded in ``history`` (in place); returns it.
+
+    torch-pruning steps need ``example_input`` to build the graph; hidden-unit and embedding steps
+    (:mod:`pruneviz.core.removal_units`) do not, so a history of those alone replays with ``example_input=None``.
+    """
+    from .removal_units import UNIT_STEPS, replay_unit_step
+
+    graph = None
     for step in history:
-        module = model.get_submodule(step["module"])
-        fn = getattr(tp, step["fn"], None)
+        if step.get("fn") in UNIT_STEPS:
+            replay_unit_step(model, step)
+            continue
+        fn = getattr(tp, step["fn"], None) if str(step.get("fn", "")).startswith("prune_") else None
         if fn is None:
-            raise RemovalError(f"unknown pruning function {step['fn']!r} in the removal history.")
+            raise RemovalError(f"unknown pruning function {step.get('fn')!r} in the removal history.")
+        if graph is None:
+            graph, _ = build_graph(model, example_input, forward_fn)
+        module = model.get_submodule(step["module"])
         graph.get_pruning_group(module, fn, [int(i) for i in step["idxs"]]).prune()
     return model.eval()
+
+
+def coupled_groups(model: nn.Module, example_input: Any, *, forward_fn: ForwardFn | None = None,
+                   limits: WorkLimits = WorkLimits()) -> list[list[str]]:
+    """Module names of the Conv/Linear layers whose output channels are coupled (residual adds, multiplications,
+    depthwise convolutions), one list per coupling; uncoupled layers are left out.
+
+    Channels of a coupled layer can be removed only where every layer of its list prunes them too: a criterion
+    that ranks channels jointly per list (the same choice for all) lets :func:`slim` remove the residual stream.
+    """
+    with torch.inference_mode(False):
+        work = copy.deepcopy(model).eval()
+        out, seen = [], set()
+        with WorkGuard(limits.seconds, limits.memory_mb, graph_limit_error):
+            graph, _ = build_graph(work, example_input, forward_fn)
+            names = {m: n for n, m in work.named_modules()}
+            for m in names:
+                if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or m in seen or m not in graph.module2node:
+                    continue
+                fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
+                try:
+                    with WorkGuard(limits.layer_seconds, limits.layer_memory_mb, LayerTooBig):
+                        group = graph.get_pruning_group(m, fn, [0])
+                except (LayerTooBig, Exception):  # noqa: BLE001 - a layer torch-pruning cannot group stays alone
+                    continue
+                members = list(dict.fromkeys(
+                    d.target.module for d, _ in group
+                    if isinstance(d.target.module, (nn.modules.conv._ConvNd, nn.Linear))
+                    and graph.is_out_channel_pruning_fn(d.handler)))
+                seen.update(members)
+                if len(members) > 1:
+                    out.append([names[x] for x in members])
+    return out

@@ -151,6 +151,35 @@ def whole_group_problem(graph: tp.DependencyGraph, group: Any, names: dict) -> s
     return None
 
 
+def unsupported(module: nn.Module, keep: torch.Tensor, is_output: bool) -> str | None:
+    """Why a pruned Conv/Linear-style layer cannot lose its channels at all (before any graph work), or None."""
+    if is_output:
+        return "the output layer: removing its channels would change the shape of the model's output."
+    if isinstance(module, nn.MultiheadAttention):
+        return ("attention heads cannot be removed from a stock nn.MultiheadAttention: it ties the head width to "
+                "embed_dim (embed_dim = num_heads x head_dim, which out_proj and the residual stream share), so the "
+                "pruned heads stay, zero, as in the masked model.")
+    if isinstance(module, nn.RNNBase):
+        return (f"{type(module).__name__} is not a plain nn.LSTM, nn.GRU or nn.RNN: its hidden units are not "
+                "removed physically.")
+    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        return f"{type(module).__name__} layers are not removed physically (only Conv and Linear are)."
+    if not keep.any():
+        return "every channel is pruned: removing them all would cut the network in two (layer collapse)."
+    return None
+
+
+def tp_failure(e: Exception) -> str:
+    """Why torch-pruning could not group a layer, in words."""
+    import traceback
+
+    where = {f.f_code.co_filename.rsplit("/", 1)[-1] for f, _ in traceback.walk_tb(e.__traceback__)}
+    if "index_mapping.py" in where:
+        return (f"torch-pruning cannot follow its channels through the reshape, split or recurrent layer after it "
+                f"({type(e).__name__}: {str(e)[:120]})")
+    return f"torch-pruning failed on this layer ({type(e).__name__}: {str(e)[:160]})"
+
+
 # ---------------------------------------------------------------- evidence from forward passes
 def _record(stats: dict, name: str, module: nn.Module, args: tuple) -> None:
     x = args[0] if args else None

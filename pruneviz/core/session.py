@@ -34,6 +34,8 @@ CALIB_BATCHES = 8
 ENGINES = ("auto", "rank", "order")
 #: from this many prunable weights on, ``engine="auto"`` keeps positions in pruning order (see ranking.py)
 ORDER_ENGINE_MIN = 40_000_000
+#: from this many prunable weights on, ranking reports its progress (it takes over a second)
+PROGRESS_MIN = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         embeddings: bool = False,
         example_input: Any = None,
         engine: str = "auto",
+        progress: Callable[[str, float], None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise PrunevizError(
@@ -124,6 +127,9 @@ class PruningSession(MaskingMixin, RebaseMixin):
         # "rank": one int32 rank per weight, every move rewrites changed tensors (fastest up to ~40 M weights);
         # "order": positions in pruning order, a move writes only the weights whose fate changed (big models)
         self._engine = engine if engine != "auto" else ("order" if prunable >= ORDER_ENGINE_MIN else "rank")
+        #: ``progress(stage, fraction)``: called while a criterion or scope is ranked on a big model (seconds)
+        self.progress: Callable[[str, float], None] | None = progress
+        self._big = prunable >= PROGRESS_MIN
         self._zeros = dict.fromkeys(self._by_name, 0)
         self._applied: dict[str, tuple] = {n: ("dense", 0) for n in self._by_name}
         # calibration data in any form (tensors, a Dataset, a DataLoader, a list of batches): the first few

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..core import PruningSession, SessionEvent
 from ..core.live import LiveEvaluator, LiveEvent
+from ..core.session import PROGRESS_MIN
 from .accuracy import LiveAccuracy
 from .allocation import LayerAllocation
 from .base import CSS, ViewContext, esc, excluded_detail, excluded_summary, fmt_count
@@ -28,7 +29,7 @@ from .filters import FilterImportance
 from .headline import Headline
 from .histogram import WeightHistogram
 from .samples import SHOW
-from .status import StatusIndicator
+from .status import ProgressLine, StatusIndicator
 from .summary import SummaryView
 from .tools import ToolsPanel
 
@@ -66,6 +67,7 @@ class Explorer(widgets.VBox):
         self._deferred: DeferredPlotly | None = None
         self.errors = ErrorArea()
         self.status = StatusIndicator()
+        self.progress_line = ProgressLine()
         self.live: LiveEvaluator | None = None
         self._unsubscribe: list[Any] = []
         self._ready = False
@@ -73,7 +75,7 @@ class Explorer(widgets.VBox):
             self._build(session, data, class_names, example_input, subset_size, live_options)
         except BaseException:  # nothing may keep running, listening or alive after a failed build
             self._stop()
-            for name in ("errors", "status", "controls", "histogram", "allocation", "accuracy", "changes",
+            for name in ("errors", "status", "progress_line", "controls", "histogram", "allocation", "accuracy", "changes",
                          "main_figure", "filters", "summary", "headline", "tools"):
                 part = getattr(self, name, None)
                 if isinstance(part, widgets.Widget):
@@ -120,6 +122,8 @@ class Explorer(widgets.VBox):
             self._views = [self.controls, self.histogram, self.allocation, self.filters, self.summary,
                            self.accuracy, self.headline]
             self._unsubscribe.append(session.on_change(self._on_session))
+            session.progress = self._on_rank_progress
+            self._unsubscribe.append(lambda: setattr(session, "progress", None))
             if self.live is not None and self.live.status == "busy":
                 self.status.set_busy("evaluation", True, "evaluating")
             self.ctx.snapshot()
@@ -139,7 +143,7 @@ class Explorer(widgets.VBox):
             + (f'<div class="pv-subtitle pv-excluded" title="{esc(excluded_detail(s.excluded))}">not pruned: '
                f"{esc(skipped)}</div>" if skipped else "")
         )
-        header = widgets.HBox([head, self.status], layout=widgets.Layout(
+        header = widgets.HBox([head, widgets.VBox([self.status, self.progress_line])], layout=widgets.Layout(
             justify_content="space-between", align_items="center", width="100%"))
         live_row = widgets.HBox(
             [widgets.VBox([self.accuracy], layout=widgets.Layout(width="46%")),
@@ -191,6 +195,11 @@ class Explorer(widgets.VBox):
             self.ctx.call("update the headline", self.headline.render)
         with self.session.lock, self.ctx.lock:
             self.ctx.snapshot()
+
+    def _on_rank_progress(self, stage: str, fraction: float) -> None:
+        """A new criterion or scope on a big model: show the ranking's progress (and the status) as it goes."""
+        self.progress_line.update(stage, fraction)
+        self.status.set_busy("ranking", fraction < 1.0, "ranking the weights")
 
     def _tool_esm(self) -> str | None:
         """plotly's module for a figure a tool builds later: the URL the page imported it from, if any."""
@@ -268,6 +277,37 @@ def _demo_defaults(model: nn.Module) -> tuple[Any, list[Batch], list[str], str] 
     return demo_defaults(model)
 
 
+class _OpeningProgress:
+    """While the explorer opens on a big model (seconds): a progress line in the cell's output, if in a kernel."""
+
+    def __init__(self, model: Any) -> None:
+        self.line: ProgressLine | None = None
+        base = model.model if isinstance(model, PruningSession) else model
+        n = sum(p.numel() for p in base.parameters()) if isinstance(base, nn.Module) else 0
+        if n < PROGRESS_MIN:
+            return
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+
+            if getattr(get_ipython(), "kernel", None) is None:
+                return
+            self.line = ProgressLine()
+            display(self.line)
+            self.update("ranking the weights", 0.05)
+        except Exception:  # noqa: BLE001 - no kernel, no progress line
+            self.line = None
+
+    def update(self, stage: str, fraction: float) -> None:
+        if self.line is not None:
+            self.line.update(f"opening: {stage}" if stage else "opening", min(fraction, 0.99))
+
+    def close(self) -> None:
+        if self.line is not None:
+            self.line.close()
+            self.line = None
+
+
 def _output_head(model: nn.Module, data: Any) -> list[str]:
     """The model's output layers (see :func:`pruneviz.core.graph.output_layers`) on one sample of ``data``."""
     from ..core.batches import first_input
@@ -337,19 +377,24 @@ def explore(
         sample_text = sample_text if sample_text is not None else options.get("sample_text")
         feature_names = feature_names if feature_names is not None else options.get("feature_names")
         subset_size = subset_size if subset_size is not None else options.get("subset_size")
+    opening = _OpeningProgress(model)
     if isinstance(model, PruningSession):
         session = model
     else:
         if protect is None and data is not None:
             protect = _output_head(model, data) or None
         session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed,
-                                 task=task, protect=protect, embeddings=embeddings)
+                                 task=task, protect=protect, embeddings=embeddings, progress=opening.update)
+    opening.update("measuring the unpruned model", 0.6)
     live_options = {"task": task, "output": output, **live_options}
     if show is not None and show not in SHOW:
         from ..core.errors import PrunevizError
 
         raise PrunevizError(f"show={show!r}: choose one of {', '.join(SHOW)} (how the gallery draws a sample).")
     hints = {"show": show, "sample_text": sample_text, "feature_names": feature_names}
-    return Explorer(session, data, class_names=class_names, example_input=example_input, subset_size=subset_size,
-                    title=title, live_options=live_options, defer_plots=defer_plots,
-                    plotly_bundle=plotly_bundle, hints=hints, exports=exports)
+    try:
+        return Explorer(session, data, class_names=class_names, example_input=example_input,
+                        subset_size=subset_size, title=title, live_options=live_options, defer_plots=defer_plots,
+                        plotly_bundle=plotly_bundle, hints=hints, exports=exports)
+    finally:
+        opening.close()

@@ -46,3 +46,25 @@ class StatusIndicator(widgets.HTML):
             self._state = state
         text = ", ".join(dict.fromkeys(self._busy.values())) + "…" if self._busy else "ready"
         self.value = f'<span class="pv-dot">●</span> {esc(text)}'
+
+
+class ProgressLine(widgets.HBox):
+    """A progress bar with a line of text (class ``pv-progress-line``), hidden when nothing long is running.
+
+    ``update(stage, fraction)`` shows it (a fraction of 1 hides it again); widget updates travel as they are
+    made, so it moves while a handler is still running (ranking 86 M weights takes seconds).
+    """
+
+    def __init__(self) -> None:
+        self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout=widgets.Layout(width="160px"))
+        self.label = widgets.HTML()
+        super().__init__([self.bar, self.label], layout=widgets.Layout(display="none", align_items="center"))
+        self.add_class("pv-progress-line")
+
+    def update(self, stage: str, fraction: float) -> None:
+        if fraction >= 1.0:
+            self.layout.display = "none"
+            return
+        self.bar.value = float(fraction)
+        self.label.value = f'<span class="pv-help">{esc(stage)}…</span>'
+        self.layout.display = None
