@@ -195,7 +195,7 @@ class FilterImportance(widgets.VBox):
             w.set(heat, "hoverinfo", "z")
             w.set(over, "visible", False)
             w.set(fig.layout.yaxis2, "scaleanchor", None)
-            block = f"{math.ceil(o / rows)} filter(s) × {math.ceil(fan_in / cols)} inputs per cell"
+            block = f"{math.ceil(o / rows)} {unit_word(t)} × {math.ceil(fan_in / cols)} inputs per cell"
             w.set(fig.layout.annotations[1], "text",
                   f"Keep-mask of {esc(short_name(t))} <span style='font-size:11px;color:#6b7280'>({block})</span>")
             self._panel = ("mask", t.name)

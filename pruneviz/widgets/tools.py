@@ -28,7 +28,7 @@ class ToolsPanel(widgets.VBox):
         self.buttons: dict[str, widgets.ToggleButton] = {}
         for label, key in TOOLS:
             b = widgets.ToggleButton(value=False, description=label, icon="bar-chart" if key == "compare" else "search",
-                                     layout=widgets.Layout(width="170px"))
+                                     layout=widgets.Layout(width="190px", min_width="190px"))
             b.add_class(f"pv-tool-{key}")
             b.observe(ctx.guard(f"open {label.lower()}")(lambda change, k=key: self._toggle(k, change["new"])),
                       "value")
