@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from .errors import PrunevizError
 from .files import atomic_write
 from .masks import unit_rows
 from .session import PruningSession
@@ -27,7 +28,7 @@ def pruned_copy(session: PruningSession, form: str = "torch_prune") -> nn.Module
     weights with the pruned ones set to zero.
     """
     if form not in FORMS:
-        raise ValueError(f"unknown export form {form!r}; choose one of {', '.join(FORMS)}.")
+        raise PrunevizError(f"unknown export form {form!r}; choose one of {', '.join(FORMS)}.")
     with session.lock:
         model = copy.deepcopy(session.model)
         masks = session.masks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -22,15 +23,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a file name such as {path / 'pruned.pt'}.")
-    if not path.parent.exists():
-        raise CheckpointError(f"the folder {path.parent} does not exist; create it first or choose another path.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    parent = path.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CheckpointError(f"cannot write {path}: {blocker} is a file, not a folder. Choose another path.")
+    if not parent.exists():
+        raise CheckpointError(f"the folder {parent} does not exist; create it first or choose another path.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CheckpointError(f"cannot write into {parent} ({e.strerror or type(e).__name__}): choose a folder you "
+                              "can write to.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.errno == errno.ENOSPC:
+            raise CheckpointError(f"nothing was written to {path}: the disk is full. Free some space or choose "
+                                  "another disk.") from None
+        raise CheckpointError(f"nothing was written to {path} ({e.strerror or type(e).__name__}); any file that was "
+                              "there is unchanged. Choose a path you can write to.") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

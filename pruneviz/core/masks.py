@@ -24,6 +24,10 @@ def n_pruned(sparsity: float, n: int) -> int:
 
 def check_sparsity(value: object, where: str) -> float:
     """``value`` as a float in [0, 1], or an :class:`InvalidSparsityError` naming ``where``."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise InvalidSparsityError(
+            f"sparsity for {where} must be a number in [0, 1], got {value!r} (a bool): pass 1.0 to prune everything, "
+            "0.0 for nothing.")
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
