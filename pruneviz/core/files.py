@@ -46,7 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         if e.errno == errno.ENOSPC:
             raise CheckpointError(f"nothing was written to {path}: the disk is full. Free some space or choose "
                                   "another disk.") from None
-        raise CheckpointError(f"nothing was written to {path} ({e.strerror or type(e).__name__}); any file that was "
+        raise CheckpointError(f"nothing was written to {path} ({e.strerror or e or type(e).__name__}); any file that was "
                               "there is unchanged. Choose a path you can write to.") from None
     except BaseException:
         if os.path.exists(tmp):

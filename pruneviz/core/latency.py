@@ -110,8 +110,9 @@ def _check(batch_sizes: Sequence[int], threads: int, min_run_time: float) -> lis
     return sizes
 
 
-def _time(fn: Callable[[], Any], threads: int, min_run_time: float) -> tuple[float, float, int, tuple[float, ...]]:
-    t_end = time.perf_counter() + WARMUP_S
+def _time(fn: Callable[[], Any], threads: int, min_run_time: float,
+          warmup: float = WARMUP_S) -> tuple[float, float, int, tuple[float, ...]]:
+    t_end = time.perf_counter() + warmup
     for _ in range(1000):  # warm-up: allocator, one-off kernel selection, lazy init
         fn()
         if time.perf_counter() >= t_end:  # (the caller already ran it once to check the input)
@@ -122,9 +123,11 @@ def _time(fn: Callable[[], Any], threads: int, min_run_time: float) -> tuple[flo
 
 
 def measure_latency(model: nn.Module, example_input: Any, *, batch_sizes: Sequence[int] = (1, 32), threads: int = 1,
-                    min_run_time: float = 1.0, forward_fn: ForwardFn | None = None) -> LatencyReport:
+                    min_run_time: float = 1.0, forward_fn: ForwardFn | None = None,
+                    warmup: float = WARMUP_S) -> LatencyReport:
     """Time one forward pass of ``model`` at each batch size (the example's first sample repeated), with
-    ``threads`` intra-op threads, in inference mode and eval mode (the model's mode is restored)."""
+    ``threads`` intra-op threads, in inference mode and eval mode (the model's mode is restored), after
+    ``warmup`` seconds of untimed calls."""
     sizes = _check(batch_sizes, threads, min_run_time)
     forward_fn = forward_fn or default_forward
     was_training, was_threads = model.training, torch.get_num_threads()
@@ -144,7 +147,7 @@ def measure_latency(model: nn.Module, example_input: Any, *, batch_sizes: Sequen
             except Exception as e:  # noqa: BLE001 - any failure here is the input's or the model's
                 raise LatencyError(f"the model fails on the example input at batch size {b} ({type(e).__name__}: "
                                    f"{str(e)[:200]}); pass an input it accepts.") from None
-            median, iqr, runs, times = _time(run, threads, min_run_time)
+            median, iqr, runs, times = _time(run, threads, min_run_time, warmup)
             rows.append(LatencyRow(b, median, iqr, runs, threads, times))
     finally:
         model.train(was_training)
@@ -154,7 +157,7 @@ def measure_latency(model: nn.Module, example_input: Any, *, batch_sizes: Sequen
 
 def measure_onnx_latency(path_or_bytes: str | os.PathLike | bytes, example_input: torch.Tensor, *,
                          batch_sizes: Sequence[int] = (1, 32), threads: int = 1,
-                         min_run_time: float = 1.0) -> LatencyReport:
+                         min_run_time: float = 1.0, warmup: float = WARMUP_S) -> LatencyReport:
     """The same in ONNX Runtime (CPUExecutionProvider, ``threads`` intra-op threads, sequential execution).
 
     The ONNX model must take a dynamic batch dimension for batch sizes other than the exported one.
@@ -177,6 +180,6 @@ def measure_onnx_latency(path_or_bytes: str | os.PathLike | bytes, example_input
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types
             raise LatencyError(f"ONNX Runtime fails at batch size {b} ({type(e).__name__}: {str(e)[:200]}); export "
                                "with dynamic_batch=True to time other batch sizes.") from None
-        median, iqr, runs, times = _time(run, threads, min_run_time)
+        median, iqr, runs, times = _time(run, threads, min_run_time, warmup)
         rows.append(LatencyRow(b, median, iqr, runs, got, times))
     return LatencyReport("onnxruntime", got, min_run_time, rows)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import PrunevizError
-from .latency import LatencyReport, measure_latency, measure_onnx_latency, pooled
+from .latency import WARMUP_S, LatencyReport, measure_latency, measure_onnx_latency, pooled
 from .removal import KeptLayer, SlimResult, slim
 from .targets import get_tensor
 from .tasks import call_model
@@ -128,7 +128,7 @@ def _copies(session: Any) -> tuple[int, nn.Module, nn.Module, float, bool]:
 
 
 def measure_actual(session: Any, example_input: Any, *, batch_sizes: Sequence[int] = (1, 8), threads: int = 1,
-                   min_run_time: float = 0.5, rounds: int = 2, onnx: bool = True, latency: bool = True,
+                   min_run_time: float = 0.6, rounds: int = 3, onnx: bool = True, latency: bool = True,
                    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
                    progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> ActualReport:
     """Measure the dense, masked and physically smaller forms of ``session``'s current plan (see the module notes).
@@ -136,7 +136,8 @@ def measure_actual(session: Any, example_input: Any, *, batch_sizes: Sequence[in
     ``example_input``: one sample (or batch) the model takes; latency repeats its first sample to each of
     ``batch_sizes``. ``onnx``: also export the smaller model (legacy exporter, checked against PyTorch) and time
     it in ONNX Runtime. Each form is timed for ``min_run_time`` seconds per batch size, in ``rounds`` interleaved
-    rounds, every other one in reverse order (pooled: load on a shared machine hits every form alike). ``latency=False`` counts only. ``cancel()`` is checked between steps
+    rounds, every other one in reverse order, pooled: a burst of load on a shared machine that slows one round
+    moves the median little, and a steady drift hits every form alike. ``latency=False`` counts only. ``cancel()`` is checked between steps
     (:class:`MeasureCancelled`); ``progress(done, total, what)`` reports each step. The session is never changed
     and its lock is held only while the models are copied.
     """
@@ -160,7 +161,7 @@ def measure_actual(session: Any, example_input: Any, *, batch_sizes: Sequence[in
         done += 1
 
     step("removing the pruned channels")
-    result = slim(session, example_input, forward_fn=forward_fn) if structured else None
+    result = slim(session, example_input, forward_fn=fwd) if structured else None
     if session.generation != generation:
         raise MeasureCancelled("stopped: the plan changed while measuring.")
     dense_file = _file_size(dense.state_dict())
@@ -200,12 +201,13 @@ def measure_actual(session: Any, example_input: Any, *, batch_sizes: Sequence[in
                 if form in errors or (form == "onnx" and onnx_data is None):
                     continue
                 try:
+                    warm = WARMUP_S if r == 0 else WARMUP_S / 4  # later rounds: already warm
                     if form == "onnx":
                         rep = measure_onnx_latency(onnx_data, example_input, batch_sizes=sizes, threads=threads,
-                                                   min_run_time=min_run_time / rounds)
+                                                   min_run_time=min_run_time / rounds, warmup=warm)
                     else:
                         rep = measure_latency(models[form], example_input, batch_sizes=sizes, threads=threads,
-                                              min_run_time=min_run_time / rounds, forward_fn=fwd)
+                                              min_run_time=min_run_time / rounds, forward_fn=fwd, warmup=warm)
                     parts[form].append(rep)
                 except PrunevizError as e:
                     errors[form] = str(e)

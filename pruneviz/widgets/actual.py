@@ -71,7 +71,7 @@ class WhatYouGet(widgets.VBox):
     Call :meth:`on_session` on every session event and :meth:`close` when done."""
 
     def __init__(self, ctx: ViewContext, example_input: Any, *, batch_sizes: tuple[int, ...] = (1, 8, 32),
-                 batch_size: int = 8, min_run_time: float = 0.5, onnx: bool = True) -> None:
+                 batch_size: int = 8, min_run_time: float = 0.6, onnx: bool = True) -> None:
         self.ctx, self.example_input = ctx, example_input
         self.min_run_time, self.onnx = min_run_time, onnx
         self.report: ActualReport | None = None

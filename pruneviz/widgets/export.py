@@ -175,12 +175,13 @@ class ExportPanel(widgets.VBox):
         from ..core.removal import slim
         from ..core.removal_arch import find_architecture
         from ..core.slim_export import onnx_bytes, slim_bytes
+        from ..core.tasks import call_model
 
         s, x = self.ctx.session, self._example()
         status = self.ctx.status
         status.set_busy("export", True, "preparing the smaller model")
         try:
-            result = slim(s, x)
+            result = slim(s, x, forward_fn=call_model)
             if not result.removed:
                 why = (result.note or "nothing could be removed").rstrip(".")
                 raise PrunevizError(f"there is no smaller model to export ({why}). The masked forms still work.")
@@ -191,7 +192,7 @@ class ExportPanel(widgets.VBox):
                         f"the smaller model's .pt file must name how to rebuild {type(s.model).__name__}, and pruneviz "
                         f"cannot: {arch.reason}. Export it as ONNX (or a masked form) here, or in code: "
                         "pv.save_slim(pv.slim(session, x), 'model.pt', arch=MyModel, arch_kwargs={...}).")
-                data, ext = slim_bytes(result, s.model, x, arch=arch), "pt"
+                data, ext = slim_bytes(result, s.model, x, arch=arch, forward_fn=call_model), "pt"
             else:
                 data, ext = onnx_bytes(result.model, x, exporter="legacy")[0], "onnx"
             if self.downloader is not None:

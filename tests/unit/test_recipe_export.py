@@ -73,7 +73,7 @@ def test_failed_export_leaves_existing_file_intact(tiny_cnn, tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"nothing was written to .*model\.pt \(disk full\)"):
         export_pruned_model(s, target)
     assert target.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]

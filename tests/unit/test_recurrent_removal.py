@@ -210,6 +210,7 @@ class _Reader(nn.Module):
         return self.head(out[:, -1])
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
 @pytest.mark.parametrize("how, cell, kw, words", [
     ("norm", nn.GRU, {}, "reach LayerNorm norm"),
     ("state", nn.GRU, {}, "final hidden state"),
