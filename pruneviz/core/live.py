@@ -21,6 +21,7 @@ import torch
 
 from .errors import EvaluationError
 from .evaluate import EvalResult, Evaluator
+from .guard import WorkGuard
 from .prefix import StagedModel
 from .session import PruningSession, SessionEvent
 from .targets import get_tensor
@@ -97,7 +98,9 @@ class LiveEvaluator:
     """Evaluate ``session``'s model on ``data`` after every change, progressively, in a worker thread.
 
     ``prefix_cache``: reuse the activations entering the first changed stage (at most ``cache_mb`` MB;
-    models that are not a chain of stages always run whole). Other keyword arguments go to
+    models that are not a chain of stages always run whole). ``time_limit``: seconds one evaluation may run
+    before it is interrupted and reported as an error (a model whose forward hangs; Python-level code is
+    interrupted at once, a long C call when it returns); None: no limit. Other keyword arguments go to
     :class:`Evaluator` (subset_size, first_chunk, chunk_size, metric_fn, ...).
     """
 
@@ -112,9 +115,12 @@ class LiveEvaluator:
         prefix_cache: bool = True,
         cache_mb: float = 256,
         start: bool = True,
+        time_limit: float | None = 120.0,
         **evaluator_kwargs: Any,
     ) -> None:
         self.session = session
+        #: seconds one evaluation may take before it is stopped and reported (a forward that hangs)
+        self.time_limit = time_limit
         with session.lock:
             self._model = copy.deepcopy(session.model).eval()
             self._states = {n: ("dense", session.base_version) for n in session.names}  # it holds the originals
@@ -339,18 +345,30 @@ class LiveEvaluator:
             return out
 
         results = self.evaluator.run(forward)
+        limit = self.time_limit
+
+        def too_long(why: str) -> EvaluationError:
+            return EvaluationError(
+                f"the evaluation was stopped: it {why}. The model's forward may hang on these inputs; the app keeps "
+                "working, and the next change is evaluated again (or raise time_limit for a slow model).")
+
         try:
-            for result in results:
-                if not self._current(generation):
-                    return  # stale: a newer plan is waiting; its job starts at once
-                result = result.with_generation(generation)
-                if not self._report(LiveEvent("result", generation, result=result)):
-                    return
-                if result.final:
-                    self._finals[key] = result
-                    while len(self._finals) > self.MAX_FINALS:
-                        self._finals.popitem(last=False)
+            with WorkGuard(limit, None, too_long):
+                self._report_results(results, generation, key)
         finally:
             results.close()
         if capture is not None and len(captured) == len(self.evaluator.bounds):
             self._cache.store(capture, self._states, captured, stage_of)
+
+    def _report_results(self, results: Any, generation: int, key: tuple) -> None:
+        """Report each chunk's result while its generation is current; keep the final one."""
+        for result in results:
+            if not self._current(generation):
+                return  # stale: a newer plan is waiting; its job starts at once
+            result = result.with_generation(generation)
+            if not self._report(LiveEvent("result", generation, result=result)):
+                return
+            if result.final:
+                self._finals[key] = result
+                while len(self._finals) > self.MAX_FINALS:
+                    self._finals.popitem(last=False)

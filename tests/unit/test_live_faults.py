@@ -193,3 +193,42 @@ def test_regression_with_custom_task_and_metric():
         assert final.custom["mae"] != live.baseline.custom["mae"]
     finally:
         live.close()
+
+
+def test_a_forward_that_hangs_is_stopped_reported_and_the_next_change_works(digits):
+    """A model whose forward never returns (a Python loop): the evaluation is interrupted after time_limit, the
+    error says so in plain words, and once the model behaves the next change is evaluated normally."""
+    import time
+
+    from pruneviz.data import load_demo_model
+
+    class Hangs(torch.nn.Module):
+        hang = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = load_demo_model("cnn")
+
+        def forward(self, x):
+            while type(self).hang:
+                time.sleep(0.005)
+            return self.net(x)
+
+    model = Hangs().eval()
+    session = PruningSession(model, scope="global")
+    live = LiveEvaluator(session, digits, time_limit=1.0, prefix_cache=False, **CHUNKS)  # fx would freeze the loop
+    try:
+        assert live.wait_idle(30)
+        Hangs.hang = True
+        t0 = time.monotonic()
+        session.set_global_sparsity(0.3)
+        assert live.wait_idle(30)
+        assert 0.9 < time.monotonic() - t0 < 10
+        assert live.last_error is not None and "was stopped" in live.last_error and "hang" in live.last_error
+        Hangs.hang = False
+        session.set_global_sparsity(0.4)
+        final = settle(live)
+        assert final.accuracy is not None and live.last_error is None
+    finally:
+        Hangs.hang = False
+        live.close()
