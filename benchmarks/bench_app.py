@@ -1,5 +1,7 @@
 """Measure the Voila app in a real browser: time to interactive (cold / preheated), websocket bytes until
-interactive for each embedded model, and slider key press -> accuracy text change.
+interactive for each embedded model, slider key press -> accuracy text change, and ``visitors8``: eight visitors
+on one server, each setting its slider (every page must show its own state: ``all_correct``), the p95 of
+slider -> its own accuracy, and a visitor's kernel RSS.
 
     .venv/bin/python benchmarks/bench_app.py --json benchmarks/results/app.json
 """
@@ -18,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ui"))
 
 from harness import AppPage, VoilaServer, launch_browser  # noqa: E402
+from visitors import run_room, summary  # noqa: E402
 from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 ACCURACY = ".pv-dashboard .pv-accuracy"
@@ -41,10 +44,7 @@ def press_until_change(app: AppPage, key: str = "ArrowRight", selector: str = AC
 
 
 def set_global(app: AppPage, percent: int) -> None:
-    readout = app.page.locator(".pv-dashboard .pv-global-slider .widget-readout").first
-    readout.click()
-    readout.fill(str(percent))
-    readout.press("Enter")
+    app.set_slider(".pv-global-slider", percent)
     time.sleep(0.3)
     app.wait_idle()
 
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--preheat-wait", type=float, default=30.0)
+    ap.add_argument("--visitor-moves", type=int, default=3, help="slider moves per visitor (8 visitors)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -100,6 +101,11 @@ def main() -> None:
             app.close()
         finally:
             hot.stop()
+        room = VoilaServer("dashboard.ipynb", "--max-visitors=10")
+        try:
+            visitors8 = summary(run_room(browser, room, n=8, moves=args.visitor_moves))
+        finally:
+            room.stop()
         os.environ["PRUNEVIZ_MODEL"] = "mlp"
         mlp = VoilaServer("dashboard.ipynb", "--VoilaConfiguration.preheat_kernel=False")
         try:
@@ -114,6 +120,7 @@ def main() -> None:
     results["time_to_plots_s"] = {"cold": round(cold_plots, 2), "preheated": round(hot_plots, 2)}
     results["slider_to_accuracy_s"] = round(statistics.median(slider), 3)
     results["slider_to_accuracy_all_s"] = [round(s, 3) for s in slider]
+    results["visitors8"] = visitors8
     rows = [
         ("time to interactive, cold", cold_tti, TARGETS["cold"], "s"),
         ("time to interactive, preheated", hot_tti, TARGETS["preheated"], "s"),
@@ -126,6 +133,9 @@ def main() -> None:
         print(f"{name:34} {value:>8.2f}{unit[0]} {target:>8.2f}{unit[0]}  {'PASS' if value <= target else 'FAIL'}")
     print(f"plots drawn: cold {cold_plots:.2f} s, preheated {hot_plots:.2f} s; websocket bytes with the plots: "
           f"CNN {cnn_all / 1e6:.2f} MB, MLP {mlp_all / 1e6:.2f} MB")
+    print(f"8 visitors: all correct {visitors8['all_correct']}, slider -> own accuracy p95 "
+          f"{visitors8['p95_slider_to_accuracy_s']} s (median {visitors8['median_slider_to_accuracy_s']} s), kernel RSS "
+          f"{visitors8['kernel_rss_mb']} MB each (max {visitors8['kernel_rss_mb_max']} MB)")
     growth = mlp_all / max(cnn_all, 1)
     print(f"MLP/CNN websocket bytes with the plots: {growth:.3f} (the payload does not grow with the layers shown)")
     write_json(args.json, results)
