@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ui"))
 
 from harness import AppPage, VoilaServer, launch_browser  # noqa: E402
-from visitors import run_room, summary  # noqa: E402
 from report import write_json  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from visitors import run_room, summary  # noqa: E402
 
 ACCURACY = ".pv-dashboard .pv-accuracy"
 HEADLINE = ".pv-dashboard .pv-headline"
