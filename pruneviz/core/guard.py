@@ -90,7 +90,3 @@ class WorkGuard:
         if self.fired is not None or exc_type is self._hit:
             raise self.on_limit(self.fired or "went over its limit") from None
         return False
-
-
-class LayerTooBig(Exception):  # noqa: N818 - internal control flow
-    """One layer's group took more time or memory than ``WorkLimits.layer_*`` allows."""

@@ -10,6 +10,7 @@ is ever reported for weights that are no longer in force.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from .errors import EvaluationError
 from .evaluate import EvalResult, Evaluator
@@ -158,6 +160,10 @@ class LiveEvaluator:
                 log.warning("pruneviz: the in-place check of the model's stages failed; prefix cache off")
                 self._stage_of = {}
         self._cache = _PrefixCache(int(cache_mb * 2**20))
+        # BatchNorm running statistics are not session tensors: they are copied at every job, and their content is
+        # part of the weight state (a re-calibration changes them; its undo gives the cached results back)
+        self._stats = _norm_buffers(self._model)
+        self._stats_token = _token(self._stats)
         # final results by weight state (all layers' states): equal states mean equal weights
         self._finals: OrderedDict[tuple, EvalResult] = OrderedDict([(self._key(), self.baseline)])
         self._done = -1
@@ -228,7 +234,7 @@ class LiveEvaluator:
 
     # --------------------------------------------------------------- internals
     def _key(self) -> tuple:
-        return tuple(self._states[n] for n in self.session.names)
+        return (self._stats_token, *(self._states[n] for n in self.session.names))
 
     def _on_change(self, event: SessionEvent) -> None:
         with self._cond:
@@ -274,6 +280,15 @@ class LiveEvaluator:
                         get_tensor(self._model, name).copy_(get_tensor(s.model, name))
                     self._states[t.name] = state
                     changed.append(t.name)
+            theirs = dict(s.model.named_buffers())
+            for name, mine in self._stats.items():  # BatchNorm statistics (re-calibrated, or put back)
+                if name in theirs and not torch.equal(mine, theirs[name]):
+                    mine.copy_(theirs[name])
+            token = _token(self._stats)
+            if token != self._stats_token:
+                self._stats_token = token
+                self._cache.clear()  # the cached activations were computed with the other statistics
+                changed = list(s.names)
         return generation, changed
 
     def _current(self, generation: int) -> bool:
@@ -372,3 +387,21 @@ class LiveEvaluator:
                 self._finals[key] = result
                 while len(self._finals) > self.MAX_FINALS:
                     self._finals.popitem(last=False)
+
+
+def _norm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The running statistics of every BatchNorm of ``model``, by buffer name."""
+    out = {}
+    for mname, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            for bname, b in m.named_buffers(recurse=False):
+                out[f"{mname}.{bname}" if mname else bname] = b
+    return out
+
+
+def _token(buffers: dict[str, torch.Tensor]) -> str:
+    """A digest of the buffers' contents (equal statistics give equal tokens)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in buffers.values():
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -18,6 +18,7 @@ from ..core import PruningSession, SessionEvent
 from ..core.live import LiveEvaluator, LiveEvent
 from ..core.session import PROGRESS_MIN
 from .accuracy import LiveAccuracy
+from .actual import WhatYouGet
 from .allocation import LayerAllocation
 from .base import CSS, ViewContext, esc, excluded_detail, excluded_summary, fmt_count
 from .changes import WhatChanged
@@ -76,7 +77,7 @@ class Explorer(widgets.VBox):
         except BaseException:  # nothing may keep running, listening or alive after a failed build
             self._stop()
             for name in ("errors", "status", "progress_line", "controls", "histogram", "allocation", "accuracy", "changes",
-                         "main_figure", "filters", "summary", "headline", "tools"):
+                         "main_figure", "filters", "summary", "headline", "actual", "tools"):
                 part = getattr(self, name, None)
                 if isinstance(part, widgets.Widget):
                     _close_tree(part)
@@ -119,8 +120,9 @@ class Explorer(widgets.VBox):
             self.summary = SummaryView(self.ctx, example_input, on_update=self._on_flops)
             self.headline = Headline(self.ctx, self.summary.flops_now)
             self.tools = ToolsPanel(self.ctx, esm_url=self._tool_esm)
+            self.actual = WhatYouGet(self.ctx, example_input)
             self._views = [self.controls, self.histogram, self.allocation, self.filters, self.summary,
-                           self.accuracy, self.headline]
+                           self.accuracy, self.headline, self.actual]
             self._unsubscribe.append(session.on_change(self._on_session))
             session.progress = self._on_rank_progress
             self._unsubscribe.append(lambda: setattr(session, "progress", None))
@@ -154,7 +156,7 @@ class Explorer(widgets.VBox):
         plots = widgets.VBox([self.histogram, self.main_figure])
         plots.add_class("pv-hist")  # `.pv-hist .main-svg`: the histogram's figure
         right = widgets.VBox(
-            [live_row, self.allocation, plots, section, self.changes, self.filters, self.tools],
+            [live_row, self.allocation, plots, self.actual, section, self.changes, self.filters, self.tools],
             layout=widgets.Layout(width="900px", min_width="880px"),
         )
         body = widgets.HBox([self.controls, right], layout=widgets.Layout(flex_flow="row wrap", width="100%"))
@@ -225,7 +227,7 @@ class Explorer(widgets.VBox):
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until evaluation and FLOPs counting are done for the current plan (for scripts and tests)."""
         ok = self.live.wait_idle(timeout) if self.live is not None else True
-        return self.summary.wait_idle(timeout) and ok
+        return self.summary.wait_idle(timeout) and self.actual.wait_idle(timeout) and ok
 
     def _stop(self) -> None:
         """Unsubscribe from the session and the evaluator; stop the evaluator and the FLOPs thread."""
@@ -244,6 +246,9 @@ class Explorer(widgets.VBox):
         summary = getattr(self, "summary", None)
         if summary is not None:
             summary.close()
+        actual = getattr(self, "actual", None)
+        if actual is not None:
+            actual.stop()  # a measurement in flight ends at its next step
 
     def close(self) -> None:
         """Stop the live evaluator and the FLOPs thread, unsubscribe, and close every widget of the explorer."""
@@ -306,6 +311,18 @@ class _OpeningProgress:
         if self.line is not None:
             self.line.close()
             self.line = None
+
+
+def _first_sample(data: Any) -> Any:
+    """One sample of ``data``'s inputs (structured scope couples residual-tied layers with it), or None."""
+    if data is None:
+        return None
+    from ..core.batches import first_input
+
+    try:
+        return first_input(data, 1)
+    except Exception:  # noqa: BLE001 - bad data is reported by the evaluator with a clear message
+        return None
 
 
 def _output_head(model: nn.Module, data: Any) -> list[str]:
@@ -383,8 +400,10 @@ def explore(
     else:
         if protect is None and data is not None:
             protect = _output_head(model, data) or None
+        coupling_input = example_input if example_input is not None else _first_sample(data)
         session = PruningSession(model, criterion=criterion, scope=scope, calib_data=calib_data, seed=seed,
-                                 task=task, protect=protect, embeddings=embeddings, progress=opening.update)
+                                 task=task, protect=protect, embeddings=embeddings, progress=opening.update,
+                                 example_input=coupling_input)
     opening.update("measuring the unpruned model", 0.6)
     live_options = {"task": task, "output": output, **live_options}
     if show is not None and show not in SHOW:

@@ -10,6 +10,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+import pruneviz.core.guard as guard
 import pruneviz.core.removal_graph as rg
 from pruneviz.core import PruningSession
 from pruneviz.core.removal import (
@@ -362,7 +363,7 @@ def test_work_guard_interrupts_a_slow_graph_build():
 def test_work_guard_on_memory_growth(monkeypatch):
     model, s, state, masks = _session_and_snapshot("mlp")
     grown = iter(range(0, 10**12, 300 * 2**20))  # every reading 300 MB more than the last
-    monkeypatch.setattr(rg, "_rss_bytes", lambda: next(grown))
+    monkeypatch.setattr(guard, "_rss_bytes", lambda: next(grown))
     with pytest.raises(WorkLimitError, match=r"grew the process's memory by \d+ MB \(limit 500 MB\)"):
         slim(s, torch.randn(1, 64), limits=WorkLimits(memory_mb=500, layer_memory_mb=None))
     assert _unchanged(model, s, state, masks)
