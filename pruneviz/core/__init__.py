@@ -91,6 +91,10 @@ _LAZY = {
     "WorkLimitError": ("removal_graph", "WorkLimitError"), "WorkLimits": ("removal_graph", "WorkLimits"),
     "OnnxExportError": ("slim_export", "OnnxExportError"), "export_onnx": ("slim_export", "export_onnx"),
     "load_slim": ("slim_export", "load_slim"), "save_slim": ("slim_export", "save_slim"),
+    "slim_bytes": ("slim_export", "slim_bytes"), "onnx_bytes": ("slim_export", "onnx_bytes"),
+    "recalibrate_batchnorm": ("recalibrate", "recalibrate_batchnorm"),
+    "revert_recalibration": ("recalibrate", "revert_recalibration"),
+    "measure_actual": ("removal_measure", "measure_actual"), "find_architecture": ("removal_arch", "find_architecture"),
 }
 
 
