@@ -103,6 +103,11 @@ class LiveAccuracy(widgets.VBox):
                 line = self.fig.layout.shapes[MainShapes.TRAIL_BASE]
                 line.update(visible=True, y0=value, y1=value)
             self.show(live.latest if live.latest is not None else base, stale=live.latest is None)
+            final = live.latest_final
+            if final is not None and final.generation == ctx.session.generation:
+                self.on_result(final)  # the trail starts with the point the model is at now
+            elif ctx.session.summary().pruned_params == 0:
+                self.on_result(base)  # the unpruned model: the trail's first point, before any move
         super().__init__([self.label, self.progress, self.baseline_label])
         self.add_class("pv-live-accuracy")
 

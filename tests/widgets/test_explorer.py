@@ -162,3 +162,12 @@ def test_result_text_formats():
     r = EvalResult(n=128, total=360, accuracy=0.972, accuracy_ci=(0.961, 0.983), loss=0.0941)
     assert result_text(r) == "accuracy 97.2 % ± 1.1 (128/360 samples) · loss 0.094"
     assert result_text(EvalResult(n=5, total=5, loss=1.5)) == "(5/5 samples) · loss 1.500"
+
+
+def test_the_trail_starts_at_the_unpruned_model_before_any_move(make_explorer):
+    app = make_explorer("mlp")
+    trail = app.accuracy.trail[("magnitude", "global")]
+    assert list(trail) == [0.0] and abs(trail[0.0] - 100 * app.live.baseline.accuracy) < 1e-6
+    trace = app.main_figure.data[MainTraces.TRAIL0]
+    assert trace.visible is True and list(trace.x) == [0.0]
+    assert app.filters.scores is not None and len(app.filters.scores) == 300  # fc1's outputs, drawn as bars
