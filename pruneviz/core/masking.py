@@ -15,6 +15,7 @@ import torch
 from .criteria import Criterion, ScoreContext, get_criterion
 from .errors import CriterionError, UnknownLayerError, suggest
 from .masks import (
+    all_finite,
     apply_rank_mask,
     check_sparsity,
     expand_channel_mask,
@@ -76,7 +77,7 @@ class MaskingMixin:
 
     @staticmethod
     def _check_scores(crit: Criterion, scores: Mapping[str, torch.Tensor | None]) -> None:
-        bad = [n for n, s in scores.items() if s is not None and not torch.isfinite(s).all()]
+        bad = [n for n, s in scores.items() if s is not None and not all_finite(s)]
         if bad:
             raise CriterionError(f"criterion {crit.name!r} gave NaN/inf scores for {', '.join(bad)}.")
         if all(s is None for s in scores.values()):

@@ -39,20 +39,33 @@ def check_sparsity(value: object, where: str) -> float:
     return v
 
 
-def _sort_keys(flat: torch.Tensor) -> np.ndarray:
-    """uint64 keys ``(order-preserving bits of the float32 value) << 32 | index`` (-0.0 counted as +0.0),
-    written as their two 32-bit halves (little-endian: the index is the low half)."""
-    x = flat.numpy()
-    bits = (x + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0: they tie, as in a float sort
-    if float(flat.min()) >= 0.0:  # every built-in criterion: set the top bit, so it sorts above flipped negatives
-        bits |= np.uint32(0x80000000)
+def _sort_keys(flat: torch.Tensor, tag: int = 0, out: torch.Tensor | None = None) -> np.ndarray:
+    """uint64 keys ``(order-preserving bits of the float32 value) << 32 | (tag + index)`` (-0.0 counted as
+    +0.0), written as their two 32-bit halves (little-endian: the index is the low half). ``tag + index`` must
+    fit 32 bits; ``out``: an int64 tensor of the same length to write the keys into.
+
+    Built with torch's (threaded) integer ops in int64, whose bits are the uint64 keys: the shift by 32 drops
+    the sign extension of the score bits. ~1.5x faster than numpy's single-threaded passes on ViT-B/16."""
+    n = flat.numel()
+    keys = torch.empty(n, dtype=torch.int64) if out is None else out
+    keys.copy_((flat + 0.0).view(torch.int32))  # + 0.0 turns -0.0 into +0.0: they tie, as in a float sort
+    if n == 0 or float(flat.min()) >= 0.0:  # every built-in criterion: the top bit set sorts above flipped negatives
+        keys |= 0x80000000
     else:  # negative scores (pinned by a rebase): flip them so the unsigned order is the float order
-        bits = np.where(bits >> np.uint32(31) != 0, ~bits, bits | np.uint32(0x80000000))
-    keys = np.empty(len(x), dtype=np.uint64)
-    halves = keys.view(np.uint32)
-    halves[1::2] = bits
-    halves[0::2] = np.arange(len(x), dtype=np.uint32)
-    return keys
+        keys.copy_(torch.where(keys < 0, ~keys, keys | 0x80000000))
+    keys <<= 32
+    step = 1 << 23  # the indices in chunks: no second full-size temporary
+    for start in range(0, n, step):
+        keys[start:start + step] |= torch.arange(tag + start, tag + min(n, start + step), dtype=torch.int64)
+    return keys.numpy().view(np.uint64)
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True when ``t`` has no NaN or inf: one reduction pass (min and max propagate NaN), no boolean copy."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
 def rank_of(scores: torch.Tensor) -> torch.Tensor:

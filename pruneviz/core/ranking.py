@@ -89,26 +89,31 @@ class GlobalOrder:
         sizes = np.array([scores[n].numel() for n in names], dtype=np.int64)
         kind = np.uint8 if len(names) < 256 else np.uint16
         tid_bits = max(1, (len(names) - 1).bit_length())
-        flat = torch.cat([scores[n].reshape(-1).float() for n in names])
-        fits = flat.dtype == torch.float32 and sizes.max() < 2 ** (32 - tid_bits) and len(names) < 2**16
+        fits = sizes.max() < 2 ** (32 - tid_bits) and len(names) < 2**16
         if fits if packed is None else packed and fits:
             # one sort of keys (score bits, tensor, position in the tensor): the owner of every global rank is
             # the key's top low bits; each tensor's order comes from a sort of its own scores (the same order:
-            # ties go to the lower position either way), two tensors at a time
-            keys = _sort_keys(flat)
-            low = keys.view(np.uint32)[0::2]
-            start = 0
-            for i, size in enumerate(sizes):
-                low[start:start + size] += np.uint32(((i << (32 - tid_bits)) - start) % 2**32)  # wraps, on purpose
-                start += size
-            del flat
-            keys.sort()
-            owner = (keys.view(np.uint32)[0::2] >> np.uint32(32 - tid_bits)).astype(kind)
-            del keys, low
-            with ThreadPoolExecutor(max_workers=2) as pool:  # numpy sorts release the GIL
+            # ties go to the lower position either way). The global sort and the tensors' sorts run side by
+            # side on two threads (numpy's sorts release the GIL): the tensors' sorts fill the other core while
+            # the one big sort runs, then both cores finish them.
+            def global_owner() -> np.ndarray:
+                keys = torch.empty(int(sizes.sum()), dtype=torch.int64)
+                start = 0
+                for i, (n, size) in enumerate(zip(names, sizes, strict=True)):
+                    _sort_keys(scores[n].reshape(-1).float().contiguous(), tag=i << (32 - tid_bits),
+                               out=keys[start:start + size])
+                    start += size
+                np_keys = keys.numpy().view(np.uint64)
+                np_keys.sort()
+                return (np_keys.view(np.uint32)[0::2] >> np.uint32(32 - tid_bits)).astype(kind)
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                owner_job = pool.submit(global_owner)
                 orders = list(pool.map(lambda n: Ordered.of(scores[n]), names))
+                owner = owner_job.result()
             parts = dict(zip(names, orders, strict=True))
         else:  # many tensors or a huge one: positions from the one global sort
+            flat = torch.cat([scores[n].reshape(-1).float() for n in names])
             offsets = np.concatenate([[0], np.cumsum(sizes)])
             pos = _order_of(flat)
             del flat

@@ -16,6 +16,7 @@ from .criteria import Criterion, ScoreContext, find_batchnorms
 from .errors import NonFiniteWeightsError, PrunevizError, UnknownLayerError, suggest
 from .masking import MaskingMixin
 from .masks import (
+    all_finite,
     check_sparsity,
     expand_channel_mask,
     mask_from_rank,
@@ -99,7 +100,7 @@ class PruningSession(MaskingMixin, RebaseMixin):
         self._example_input = example_input
         self._coupled: list[list[str]] | None = None
         self._params = {t.name: get_tensor(model, t.name) for t in self.targets}
-        bad = [n for n, p in self._params.items() if not torch.isfinite(p).all()]
+        bad = [n for n, p in self._params.items() if not all_finite(p)]
         if bad:
             raise NonFiniteWeightsError(
                 f"NaN or inf in the weights of {', '.join(bad)}: pruning by any criterion would be meaningless. "

@@ -21,6 +21,9 @@ from .figures import FilterTraces, make_filter_figure
 
 MAX_ROWS, MAX_COLS = 32, 48
 MAX_OVERLAY_CELLS = 1024
+#: kernels drawn as pictures only while their grid stays this small (ResNet's 64 7x7: 4,096 cells); a ViT's
+#: patch embedding (768 16x16 kernels: 226 k cells, seconds of plotly validation) shows its keep-mask instead
+MAX_KERNEL_CELLS = 40_000
 
 
 UNIT_WORDS = {"channel": "filters", "output": "outputs", "hidden unit": "hidden units", "head": "heads",
@@ -33,9 +36,11 @@ def unit_word(t: Target) -> str:
 
 
 def _first_conv(targets: list[Target]) -> str | None:
+    """The first Conv2d whose kernels are drawn as pictures (small enough to draw; else None)."""
     for t in targets:
         if t.kind == "Conv2d" and len(t.shape) == 4:
-            return t.name
+            rows, cols = _grid(t.shape[0])
+            return t.name if rows * (t.shape[2] + 1) * cols * (t.shape[3] + 1) <= MAX_KERNEL_CELLS else None
     return None
 
 

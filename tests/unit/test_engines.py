@@ -46,14 +46,18 @@ def test_engine_is_chosen_by_size_and_checked():
         PruningSession(load_demo_model("cnn"), engine="fast")
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("packed", [True, False])
-def test_global_order_counts_equal_global_ranks(packed):
+def test_global_order_counts_equal_global_ranks(packed, signed):
     from pruneviz.core.masks import global_ranks
     from pruneviz.core.ranking import GlobalOrder
 
     g = torch.Generator().manual_seed(0)
     sizes = torch.randint(1, 3000, (300,), generator=g)  # more than 255 tensors: 16-bit owners
     scores = {f"t{i}": (torch.rand(int(n), generator=g) * 50).round() for i, n in enumerate(sizes)}  # many ties
+    if signed:  # pinned scores of a rebase can be negative; -0.0 ties with +0.0
+        scores = {n: s - 25 for n, s in scores.items()}
+        scores["t0"][:5] = -0.0
     order, ranks = GlobalOrder.of(scores, packed=packed), global_ranks(scores)
     total = int(sizes.sum())
     for k in (0, 1, 17, total // 3, total - 1, total):
@@ -61,3 +65,18 @@ def test_global_order_counts_equal_global_ranks(packed):
         for name, rank in ranks.items():
             assert counts[name] == int((rank < k).sum())
             assert torch.equal(order.parts[name].mask(counts[name]), rank >= k)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_rank_of_is_the_stable_argsort(signed):
+    # the one-sort keys (score bits, index) give exactly torch's stable order; -0.0 ties with +0.0
+    from pruneviz.core.masks import rank_of
+
+    g = torch.Generator().manual_seed(1)
+    scores = (torch.rand(20_000, generator=g) * 40).round()
+    if signed:
+        scores = scores - 20
+        scores[::7] = -0.0
+    expected = torch.empty(scores.numel(), dtype=torch.int32)
+    expected[torch.argsort(scores + 0.0, stable=True)] = torch.arange(scores.numel(), dtype=torch.int32)
+    assert torch.equal(rank_of(scores), expected)

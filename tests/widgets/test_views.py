@@ -7,6 +7,7 @@ import pytest
 import torch
 from widget_helpers import move
 
+import pruneviz as pv
 from pruneviz.widgets.figures import FilterTraces, MainTraces
 
 
@@ -93,6 +94,24 @@ def test_filter_bars_follow_criterion_and_scope(demo):
     # another layer: a downsampled keep-mask
     f.layer.value = "classifier.0.weight"
     assert np.asarray(app.filter_figure.data[FilterTraces.HEAT].z).shape == (32, 48)
+
+
+def test_a_patch_embedding_shows_its_keep_mask_not_768_kernels(make_explorer):
+    # a ViT's 768 16x16 kernels would be a 226 k-cell heatmap (seconds of plotly validation): the mask instead
+    from torch import nn
+
+    from pruneviz.widgets import filters
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 768, 16, stride=16), nn.Flatten(), nn.Linear(768 * 4, 5)).eval()
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 5
+    app = make_explorer(model, (x, y))
+    assert filters._first_conv(app.session.targets) is None
+    assert app.filters.layer.value == "0.weight"
+    assert np.asarray(app.filter_figure.data[FilterTraces.HEAT].z).shape == (32, 48)
+    assert app.filter_figure.data[FilterTraces.OVERLAY].visible is False
+    small = nn.Sequential(nn.Conv2d(3, 64, 7, stride=4), nn.Flatten(), nn.Linear(64 * 49, 5))
+    assert filters._first_conv(pv.PruningSession(small).targets) == "0.weight"  # ResNet's stem: kernels
 
 
 def test_bn_scale_unsupported_layers_are_explained(demo):
