@@ -9,6 +9,8 @@ Per model, in one process:
 * ``explore_open_s``: ``pv.explore(model, data)`` with 16 synthetic 3x224x224 images (the unpruned model's
   evaluation included, no kernel: widgets fall back to a dummy comm), in a process that has opened the demo
   explorer once (as a notebook kernel has: one-off imports such as torch's FLOP counter's are paid there);
+  ``forward_16_images_s``: one plain forward of the model over those images, for scale (the explorer evaluates
+  the unpruned model once before it opens, and runs it on a sample or two to find the task and the FLOPs);
 * ``memory_overhead_x``: what the session keeps beyond the model's own weights (original weights, ranks or
   pruning order, the engine's owners), as a multiple of the prunable weights' bytes; ``peak_rss_overhead_x``:
   the process's peak RSS growth while the session was created, the same way (temporaries included).
@@ -107,13 +109,18 @@ def bench(name: str, steps: int, jumps: int) -> dict:
     app = pv.explore(model, data)
     open_s = time.perf_counter() - t
     app.close()
+    with torch.inference_mode():  # one forward over the same images: the part of the opening that is the model's
+        t = time.perf_counter()
+        model(data[0])
+        forward_s = time.perf_counter() - t
     return {
         "prunable_weights": prunable_bytes // 4, "engine": "order" if prunable_bytes // 4 >= 40_000_000 else "rank",
         "session_s": round(session_s, 2), "criterion_switch_s": round(crit_s, 2), "scope_switch_s": round(scope_s, 2),
         "update_ms_median": round(statistics.median(step_ms), 1), "update_ms_p95": round(sorted(step_ms)[
             int(0.95 * (len(step_ms) - 1))], 1),
         "update_ms_jump_median": round(statistics.median(jump_ms), 1),
-        "explore_open_s": round(open_s, 2), "memory_overhead_x": round(overhead, 3),
+        "explore_open_s": round(open_s, 2), "forward_16_images_s": round(forward_s, 2),
+        "memory_overhead_x": round(overhead, 3),
         "peak_rss_overhead_x": round(peak * 2**20 / prunable_bytes, 3),
     }
 

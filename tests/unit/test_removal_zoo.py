@@ -52,6 +52,7 @@ SERVER = textwrap.dedent(
     torch.set_num_threads(1)
     from pruneviz.core import PruningSession
     from pruneviz.core.removal import slim
+    from pruneviz.core.removal_graph import WorkLimitError, WorkLimits
 
     def realistic(model, g):
         for m in model.modules():
@@ -65,7 +66,7 @@ SERVER = textwrap.dedent(
                     p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g) if float(p.mean()) == 1.0
                             else 0.2 * torch.randn(p.shape, generator=g))
 
-    def run(name, size):
+    def run(name, size, limits=None):
         kw = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None, **kw).eval()
@@ -76,7 +77,10 @@ SERVER = textwrap.dedent(
         x = torch.randn(1, 3, size, size, generator=g)
         digest = lambda: {k: hashlib.sha1(v.numpy().tobytes()).hexdigest() for k, v in model.state_dict().items()}
         before = digest()  # bit for bit, without a second copy of the weights
-        r = slim(s, x)
+        try:
+            r = slim(s, x) if limits is None else slim(s, x, limits=limits)
+        except WorkLimitError as e:  # refused by the guard: the session's model must be untouched
+            return {"refused": str(e), "unchanged": digest() == before}
         with torch.inference_mode():
             ref = model(x)
         unchanged = digest() == before
@@ -88,7 +92,7 @@ SERVER = textwrap.dedent(
 
     cap = int(float(sys.argv[1]) * 2**30)
     for line in sys.stdin:
-        name, size, timeout = line.split()
+        name, size, timeout, *limit = line.split()
         rd, wr = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -96,7 +100,8 @@ SERVER = textwrap.dedent(
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
             signal.alarm(int(timeout))
             try:
-                out = run(name, int(size))
+                out = run(name, int(size), WorkLimits(seconds=float(limit[0]), memory_mb=float(limit[1]))
+                          if limit else None)
             except BaseException as e:
                 out = {"error": f"{type(e).__name__}: {e}"}
             with os.fdopen(wr, "w") as f:
@@ -117,8 +122,9 @@ def zoo_server():
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(CAP_GB)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
-    def ask(name: str, size: int) -> dict:
-        proc.stdin.write(f"{name} {size} {CASE_TIMEOUT_S}\n")
+    def ask(name: str, size: int, limits: tuple[float, float] | None = None) -> dict:
+        extra = f" {limits[0]} {limits[1]}" if limits else ""
+        proc.stdin.write(f"{name} {size} {CASE_TIMEOUT_S}{extra}\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
         assert line, "the zoo server died"
@@ -155,3 +161,20 @@ def test_zoo_model_removes_exactly_or_says_why(zoo_server, name):
     for word in reasons:
         assert word in text, (word, text[:500])
     assert r["macs_ratio"] < 1.0 or not r["removed"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(CASE_TIMEOUT_S + 60)
+def test_swin_is_removed_exactly_or_refused_by_the_work_guard(zoo_server):
+    # torch-pruning's graph walk on Swin grew past 20 GB (design notes, section 10): with a guard of 60 s and
+    # 1.5 GB of memory growth the removal either finishes exactly or stops with WorkLimitError, the session's
+    # model untouched, long before the child's 6 GB address-space cap
+    r = zoo_server("swin_t", 224, limits=(60, 1500))
+    assert "error" not in r, r.get("error")
+    assert r["unchanged"], "the session's model changed"
+    if "refused" in r:
+        assert "WorkLimits" in r["refused"] and "Swin" in r["refused"], r["refused"]
+    else:
+        assert r["match"] is True and r["diff"] <= 1e-5 * max(1.0, r["scale"]), r
+        for k in r["kept"]:
+            assert len(k[1]) > 30 and k[2] > 0, k
