@@ -166,10 +166,10 @@ def test_zoo_model_removes_exactly_or_says_why(zoo_server, name):
 @pytest.mark.slow
 @pytest.mark.timeout(CASE_TIMEOUT_S + 60)
 def test_swin_is_removed_exactly_or_refused_by_the_work_guard(zoo_server):
-    # torch-pruning's graph walk on Swin grew past 20 GB (design notes, section 10): with a guard of 60 s and
+    # torch-pruning's graph walk on Swin grew past 20 GB (design notes, section 10): with a guard of 30 s and
     # 1.5 GB of memory growth the removal either finishes exactly or stops with WorkLimitError, the session's
     # model untouched, long before the child's 6 GB address-space cap
-    r = zoo_server("swin_t", 224, limits=(60, 1500))
+    r = zoo_server("swin_t", 224, limits=(30, 1500))
     assert "error" not in r, r.get("error")
     assert r["unchanged"], "the session's model changed"
     if "refused" in r:
