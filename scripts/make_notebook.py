@@ -28,8 +28,10 @@ DASHBOARD = [
     ("md", """# pruneviz — see what pruning does to a neural network
 
 **Pruning** removes weights from a trained network to make it smaller and faster. The question is always
-*how much can we remove before the model gets worse?* This page lets you find out by hand, on a small
-network that reads handwritten digits (scikit-learn's 8×8 digits, 360 test images).
+*how much can we remove before the model gets worse?* This page lets you find out by hand, on seven small
+networks trained by this project: two that read handwritten digits (scikit-learn's 8×8 digits, 360 test
+images), an object detector that finds shapes in generated pictures (300 test images, scored by mAP), two that
+read movie reviews (a GRU and a Transformer), one that hears spoken digits and one that reads a medical table.
 
 **Try this:** drag the *global sparsity* slider to the right and watch the accuracy; then switch the
 criterion from *magnitude* to *random* and compare; switch the scope to *structured* to remove whole
