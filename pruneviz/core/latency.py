@@ -9,6 +9,7 @@ masked model with the physically slimmed one (:func:`pruneviz.core.removal.slim`
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +18,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from .errors import PrunevizError
 from .removal_graph import ForwardFn, default_forward
+
+# torch.utils.benchmark imports torch.utils.cpp_extension, which logs "No CUDA runtime is found" at import on a
+# CPU-only machine with a CUDA build of torch: a red line in every notebook that opens the explorer, about
+# nothing pruneviz uses (it times on the CPU). Only that import-time message is silenced.
+_cpp_log = logging.getLogger("torch.utils.cpp_extension")
+_cpp_level = _cpp_log.level
+_cpp_log.setLevel(logging.ERROR)
+try:
+    from torch.utils import benchmark
+finally:
+    _cpp_log.setLevel(_cpp_level)
 
 WARMUP_S = 0.1  # at least this long (and one call) of untimed runs before each measurement, after a first check call
 
