@@ -108,3 +108,5 @@ def test_dashboard_notebook_runs(kernel_dir, wall_times):
     wall_times[name] = seconds
     print(f"{name}: {seconds:.1f} s")
     assert not widget_errors(nb), widget_errors(nb)
+    stderr = [o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, stderr  # e.g. torch's "No CUDA runtime is found" when the latency module is imported
