@@ -13,26 +13,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
-import pruneviz as pv  # noqa: E402
 import test_bad_input_catalogue as catalogue  # noqa: E402
-from pruneviz.data import digits_tensors, load_demo_model  # noqa: E402
 
-
-def _env(folder: Path) -> catalogue.Env:
-    x, y = digits_tensors("test")
-    s = pv.PruningSession(load_demo_model("cnn"), scope="global")
-    s.set_global_sparsity(0.3)
-    (folder / "keep.txt").write_text("the user's own file")
-    return catalogue.Env(s, x, y, folder)
+import pruneviz as pv  # noqa: E402
 
 
 def main() -> None:
     print("| # | case | error | message (start) |")
     print("|---|---|---|---|")
-    for i, (case, do, error, _message) in enumerate(catalogue.CASES, 1):
+    for i, (case, do, _error, _message) in enumerate(catalogue.CASES, 1):
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                do(_env(Path(tmp)))
+                do(catalogue.make_env(Path(tmp)))
                 raise SystemExit(f"{case}: raised nothing")
             except pv.PrunevizError as e:
                 text = " ".join(str(e).split())

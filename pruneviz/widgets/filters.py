@@ -35,12 +35,18 @@ def unit_word(t: Target) -> str:
     return UNIT_WORDS.get(t.unit, t.unit + "s")
 
 
+def _kernel_cells(shape: tuple[int, ...]) -> int:
+    """Cells of the grid that draws a conv's (O, I, kh, kw) kernels side by side, one-cell gaps included."""
+    o, _, kh, kw = shape
+    rows, cols = _grid(o)
+    return rows * (kh + 1) * cols * (kw + 1)
+
+
 def _first_conv(targets: list[Target]) -> str | None:
     """The first Conv2d whose kernels are drawn as pictures (small enough to draw; else None)."""
     for t in targets:
         if t.kind == "Conv2d" and len(t.shape) == 4:
-            rows, cols = _grid(t.shape[0])
-            return t.name if rows * (t.shape[2] + 1) * cols * (t.shape[3] + 1) <= MAX_KERNEL_CELLS else None
+            return t.name if _kernel_cells(t.shape) <= MAX_KERNEL_CELLS else None
     return None
 
 
@@ -146,7 +152,7 @@ class FilterImportance(widgets.VBox):
         o, _, kh, kw = t.shape
         rows, cols = _grid(o)
         # one dimming cell per weight when the grid is small, else one per kernel (bytes stay small)
-        per_pixel = rows * (kh + 1) * cols * (kw + 1) <= MAX_OVERLAY_CELLS
+        per_pixel = _kernel_cells(t.shape) <= MAX_OVERLAY_CELLS
         if self._panel != ("kernels", t.name):
             k = self.ctx.session.original(t.name).detach().float().mean(dim=1)  # (O, kh, kw), RGB averaged
             k = k / max(float(k.abs().max()), 1e-12)

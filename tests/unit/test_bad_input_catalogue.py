@@ -178,13 +178,19 @@ def _pickled(env: Env) -> Path:
     return p
 
 
-@pytest.fixture
-def env(tmp_path):
+def make_env(folder: Path) -> Env:
+    """A demo-CNN session at 30 %, the test digits and a folder holding one of the user's files (also used by
+    scripts/catalogue_table.py, which prints README's table)."""
     x, y = digits_tensors("test")
     s = pv.PruningSession(load_demo_model("cnn"), scope="global")
     s.set_global_sparsity(0.3)
-    (tmp_path / "keep.txt").write_text("the user's own file")
-    return Env(s, x, y, tmp_path)
+    (folder / "keep.txt").write_text("the user's own file")
+    return Env(s, x, y, folder)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return make_env(tmp_path)
 
 
 def test_the_catalogue_has_at_least_forty_rows():
