@@ -17,12 +17,8 @@ and a count over at most ``BUCKET`` owners. Memory: the positions (1x the weight
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
-
-from .masks import _sort_keys
 
 #: global ranks per row of the cumulative-count table
 BUCKET = 1 << 16
@@ -31,9 +27,9 @@ BUCKET = 1 << 16
 def _order_of(flat: torch.Tensor) -> np.ndarray:
     """Positions of ``flat`` in ascending score order (stable), as uint32."""
     if flat.dtype == torch.float32 and 0 < flat.numel() < 2**32:
-        keys = _sort_keys(flat.contiguous())
-        keys.sort()
-        return np.ascontiguousarray(keys.view(np.uint32)[0::2])
+        from .radix import order_f32  # numba: loaded by the big models that use it, not by every import
+
+        return order_f32(flat.detach().contiguous().numpy())
     return torch.argsort(flat, stable=True).numpy().astype(np.uint32)
 
 
@@ -91,27 +87,13 @@ class GlobalOrder:
         tid_bits = max(1, (len(names) - 1).bit_length())
         fits = sizes.max() < 2 ** (32 - tid_bits) and len(names) < 2**16
         if fits if packed is None else packed and fits:
-            # one sort of keys (score bits, tensor, position in the tensor): the owner of every global rank is
-            # the key's top low bits; each tensor's order comes from a sort of its own scores (the same order:
-            # ties go to the lower position either way). The global sort and the tensors' sorts run side by
-            # side on two threads (numpy's sorts release the GIL): the tensors' sorts fill the other core while
-            # the one big sort runs, then both cores finish them.
-            def global_owner() -> np.ndarray:
-                keys = torch.empty(int(sizes.sum()), dtype=torch.int64)
-                start = 0
-                for i, (n, size) in enumerate(zip(names, sizes, strict=True)):
-                    _sort_keys(scores[n].reshape(-1).float().contiguous(), tag=i << (32 - tid_bits),
-                               out=keys[start:start + size])
-                    start += size
-                np_keys = keys.numpy().view(np.uint64)
-                np_keys.sort()
-                return (np_keys.view(np.uint32)[0::2] >> np.uint32(32 - tid_bits)).astype(kind)
+            # one radix sort of all the scores, each carrying (tensor, position): the owner of every global rank
+            # and each tensor's positions in global order (its own stable order) come out of it in one pass
+            from .radix import global_order_f32
 
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                owner_job = pool.submit(global_owner)
-                orders = list(pool.map(lambda n: Ordered.of(scores[n]), names))
-                owner = owner_job.result()
-            parts = dict(zip(names, orders, strict=True))
+            owner, orders = global_order_f32(
+                [scores[n].detach().reshape(-1).float().contiguous().numpy() for n in names], tid_bits)
+            parts = {n: Ordered(o, tuple(scores[n].shape)) for n, o in zip(names, orders, strict=True)}
         else:  # many tensors or a huge one: positions from the one global sort
             flat = torch.cat([scores[n].reshape(-1).float() for n in names])
             offsets = np.concatenate([[0], np.cumsum(sizes)])

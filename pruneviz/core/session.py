@@ -117,6 +117,10 @@ class PruningSession(MaskingMixin, RebaseMixin):
             if bn is not None and getattr(model.get_submodule(bn), "affine", False):
                 names += [f"{bn}.weight", f"{bn}.bias"]
             self._channel_tensors[t.name] = names
+        if engine == "order" or (engine == "auto" and sum(t.numel for t in self.targets) >= ORDER_ENGINE_MIN):
+            from .radix import warm_async
+
+            warm_async()  # the big-model engine's compiled sorts load while the weights are copied
         with torch.no_grad():
             self._originals = {n: p.detach().clone() for n, p in self._params.items()}
             self._extra_params = {x: get_tensor(model, x) for xs in self._channel_tensors.values() for x in xs}
