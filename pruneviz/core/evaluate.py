@@ -9,6 +9,7 @@ chunks, the model's modes and the errors are the evaluator's.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,6 +104,7 @@ class Evaluator:
         loss_fn: LossFn | None = None,
         metric_fn: MetricFn | None = None,
         output: OutputSpec = None,
+        defer_baseline: bool = False,
     ) -> None:
         if isinstance(task, Task):
             task = copy.copy(task)  # the evaluator keeps its baseline in its task: one task object each
@@ -129,8 +131,42 @@ class Evaluator:
         self.total = self.task.total = len(self.samples)
         self.bounds = self._chunk_bounds(self.total, first_chunk, chunk_size)
         self.chunks = [self.samples.chunk(a, b) for a, b in self.bounds]
-        self.baseline: EvalResult = self.evaluate(model)
-        self.task.baseline = self.baseline
+        self._baseline: EvalResult | None = None
+        self._baseline_error: Exception | None = None
+        # ``defer_baseline``: the caller measures the unpruned model later with measure_baseline (the live
+        # evaluator's worker does, so a big model's explorer opens before its first full forward)
+        self._baseline_done = threading.Event() if defer_baseline else None
+        if not defer_baseline:
+            self.measure_baseline(model)
+
+    @property
+    def baseline(self) -> EvalResult:
+        """The unpruned model's result (measured at creation, or waited for when measured in the background)."""
+        if self._baseline is None and self._baseline_done is not None:
+            self._baseline_done.wait()
+        if self._baseline is None:
+            raise EvaluationError(f"the unpruned model could not be evaluated: {self._baseline_error}. Fix the "
+                                  "cause (see the first message) and open a new explorer.")
+        return self._baseline
+
+    @property
+    def baseline_ready(self) -> bool:
+        """True once :attr:`baseline` is known (reading it then does not wait)."""
+        return self._baseline is not None
+
+    def measure_baseline(self, model: nn.Module) -> EvalResult:
+        """Evaluate ``model`` (the unpruned one) as the baseline every later result is compared with."""
+        try:
+            result = self.evaluate(model)
+        except Exception as e:
+            self._baseline_error = e
+            if self._baseline_done is not None:
+                self._baseline_done.set()  # a reader waiting for it gets the error instead of waiting forever
+            raise
+        self._baseline = self.task.baseline = result
+        if self._baseline_done is not None:
+            self._baseline_done.set()
+        return result
 
     # ------------------------------------------------------------------ reading
     @property

@@ -96,6 +96,12 @@ class _PrefixCache:
         self.entries.clear()
 
 
+def _too_long(why: str) -> EvaluationError:
+    return EvaluationError(
+        f"the evaluation was stopped: it {why}. The model's forward may hang on these inputs; the app keeps "
+        "working, and the next change is evaluated again (or raise time_limit for a slow model).")
+
+
 class LiveEvaluator:
     """Evaluate ``session``'s model on ``data`` after every change, progressively, in a worker thread.
 
@@ -118,6 +124,7 @@ class LiveEvaluator:
         cache_mb: float = 256,
         start: bool = True,
         time_limit: float | None = 120.0,
+        background_baseline: bool = False,
         **evaluator_kwargs: Any,
     ) -> None:
         self.session = session
@@ -132,8 +139,9 @@ class LiveEvaluator:
                     get_tensor(self._model, t.name).copy_(session.original(t.name))
                     for name in session.channel_tensors(t.name):  # bias, BatchNorm scale and shift
                         get_tensor(self._model, name).copy_(session.original_tensor(name))
-        self.evaluator = Evaluator(self._model, data, **evaluator_kwargs)
-        self.baseline: EvalResult = self.evaluator.baseline
+        # background_baseline: the unpruned model is measured by the worker, first (a big model's full forward
+        # takes seconds): until then ``baseline_ready`` is False and reading ``baseline`` waits for it
+        self.evaluator = Evaluator(self._model, data, defer_baseline=background_baseline, **evaluator_kwargs)
         self._staged = StagedModel(self._model) if prefix_cache else None
         # the first stage each layer's change touches: its module's, or that of a tensor changed with it (the
         # BatchNorm after it in structured scope) if that came earlier
@@ -165,7 +173,9 @@ class LiveEvaluator:
         self._stats = _norm_buffers(self._model)
         self._stats_token = _token(self._stats)
         # final results by weight state (all layers' states): equal states mean equal weights
-        self._finals: OrderedDict[tuple, EvalResult] = OrderedDict([(self._key(), self.baseline)])
+        self._dense_key = self._key()
+        self._finals: OrderedDict[tuple, EvalResult] = OrderedDict(
+            [(self._dense_key, self.baseline)] if self.baseline_ready else [])
         self._done = -1
         self._listeners: list[LiveListener] = []
         self._cond = threading.Condition()
@@ -178,10 +188,24 @@ class LiveEvaluator:
         self._unsubscribe = session.on_change(self._on_change)
         self._thread = threading.Thread(target=self._loop, name="pruneviz-live-eval", daemon=True)
         if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the worker (``start=False`` at creation: e.g. once the views listening to it are built)."""
+        if not self._thread.is_alive() and not self._closed:
             self._thread.start()
             self.request()
 
     # ------------------------------------------------------------------ public
+    @property
+    def baseline(self) -> EvalResult:
+        """The unpruned model's result (waits for it while the worker measures it: ``background_baseline``)."""
+        return self.evaluator.baseline
+
+    @property
+    def baseline_ready(self) -> bool:
+        return self.evaluator.baseline_ready
+
     def on_event(self, listener: LiveListener) -> Callable[[], None]:
         """Call ``listener(LiveEvent)`` for status changes, results and errors; returns an unsubscriber.
 
@@ -318,6 +342,11 @@ class LiveEvaluator:
     def _job(self) -> None:
         generation = self.session.generation
         try:
+            if not self.evaluator.baseline_ready:  # measured first, while the private model is still unpruned
+                self._set_status("busy", generation)
+                with WorkGuard(self.time_limit, None, _too_long):
+                    base = self.evaluator.measure_baseline(self._model)
+                self._finals[self._dense_key] = base
             generation, changed = self._sync()
             self._set_status("busy", generation)
             key = self._key()
@@ -360,15 +389,8 @@ class LiveEvaluator:
             return out
 
         results = self.evaluator.run(forward)
-        limit = self.time_limit
-
-        def too_long(why: str) -> EvaluationError:
-            return EvaluationError(
-                f"the evaluation was stopped: it {why}. The model's forward may hang on these inputs; the app keeps "
-                "working, and the next change is evaluated again (or raise time_limit for a slow model).")
-
         try:
-            with WorkGuard(limit, None, too_long):
+            with WorkGuard(self.time_limit, None, _too_long):
                 self._report_results(results, generation, key)
         finally:
             results.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -76,40 +77,50 @@ class LiveAccuracy(widgets.VBox):
         self._stale = False
         self.metric_name = "accuracy"
         self.percent = True
+        self._pending = False
         if live is None:
             self.label.value = '<span class="pv-help">No evaluation data: pass data=(inputs, labels) to see accuracy.</span>'
             self.progress.layout.display = "none"
-        else:
-            base = live.baseline
-            task = live.evaluator.task
-            self.metric_name = task.metric if base.value is not None else "loss"
-            self.percent = task.percent and base.value is not None
-            self.progress.max = max(1, base.total)
-            self.baseline_label.value = f'<span class="pv-help">unpruned: {esc(result_text(base))}</span>'
-            if base.value is None:
-                self.fig.layout.yaxis3.update(title_text="loss", range=None, autorange=True)
-                self.fig.layout.annotations[2].text = "Loss vs. weights removed"
-            else:
-                label = task.metric_label
-                if not self.percent:
-                    top = max(1.0, float(base.value)) * 1.03 if task.name == "detection" else None
-                    self.fig.layout.yaxis3.update(title_text=label, range=[0, top] if top else None,
-                                                  autorange=top is None)
-                    self.fig.layout.annotations[2].text = f"{label} vs. weights removed"
-                    for k in range(N_TRAIL_SLOTS):
-                        self.fig.data[MainTraces.TRAIL0 + k].hovertemplate = (
-                            "%{x:.1f} % removed: %{y:.3f}<extra>%{fullData.name}</extra>")
-                value = self._metric(base)
-                line = self.fig.layout.shapes[MainShapes.TRAIL_BASE]
-                line.update(visible=True, y0=value, y1=value)
-            self.show(live.latest if live.latest is not None else base, stale=live.latest is None)
-            final = live.latest_final
-            if final is not None and final.generation == ctx.session.generation:
-                self.on_result(final)  # the trail starts with the point the model is at now
-            elif ctx.session.summary().pruned_params == 0:
-                self.on_result(base)  # the unpruned model: the trail's first point, before any move
+        elif live.baseline_ready:
+            self._setup(live)
+        else:  # a big model: the worker measures the unpruned model first (seconds); set up when it is known
+            self._pending = True
+            self.label.value = '<span class="pv-help">Measuring the unpruned model…</span>'
+            self.baseline_label.value = '<span class="pv-help">unpruned: measuring…</span>'
         super().__init__([self.label, self.progress, self.baseline_label])
         self.add_class("pv-live-accuracy")
+
+    def _setup(self, live: Any) -> None:
+        """Metric, axes and the unpruned line from the baseline; then the result the model is at now."""
+        self._pending = False
+        base = live.baseline
+        task = live.evaluator.task
+        self.metric_name = task.metric if base.value is not None else "loss"
+        self.percent = task.percent and base.value is not None
+        self.progress.max = max(1, base.total)
+        self.baseline_label.value = f'<span class="pv-help">unpruned: {esc(result_text(base))}</span>'
+        if base.value is None:
+            self.fig.layout.yaxis3.update(title_text="loss", range=None, autorange=True)
+            self.fig.layout.annotations[2].text = "Loss vs. weights removed"
+        else:
+            label = task.metric_label
+            if not self.percent:
+                top = max(1.0, float(base.value)) * 1.03 if task.name == "detection" else None
+                self.fig.layout.yaxis3.update(title_text=label, range=[0, top] if top else None,
+                                              autorange=top is None)
+                self.fig.layout.annotations[2].text = f"{label} vs. weights removed"
+                for k in range(N_TRAIL_SLOTS):
+                    self.fig.data[MainTraces.TRAIL0 + k].hovertemplate = (
+                        "%{x:.1f} % removed: %{y:.3f}<extra>%{fullData.name}</extra>")
+            value = self._metric(base)
+            line = self.fig.layout.shapes[MainShapes.TRAIL_BASE]
+            line.update(visible=True, y0=value, y1=value)
+        self.show(live.latest if live.latest is not None else base, stale=live.latest is None)
+        final = live.latest_final
+        if final is not None and final.generation == self.ctx.session.generation:
+            self.on_result(final)  # the trail starts with the point the model is at now
+        elif self.ctx.session.summary().pruned_params == 0:
+            self.on_result(base)  # the unpruned model: the trail's first point, before any move
 
     def _metric(self, r: EvalResult) -> float | None:
         """The trail's y value: the headline metric (in % when it is a fraction), else the loss."""
@@ -145,6 +156,10 @@ class LiveAccuracy(widgets.VBox):
 
     def on_result(self, r: EvalResult) -> None:
         """Called with the session lock held and the result's generation current."""
+        if self._pending:
+            if not self.ctx.live.baseline_ready:
+                return
+            self._setup(self.ctx.live)
         self.show(r)
         value = self._metric(r)
         if not r.final or value is None:

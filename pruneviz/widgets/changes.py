@@ -54,28 +54,38 @@ class WhatChanged(widgets.VBox):
         self._boxes = boxes
         self.gallery = widgets.HBox(boxes, layout=widgets.Layout(flex_flow="row wrap"))
         self.gallery.add_class("pv-gallery")
-        if live is not None and live.baseline.per_class is not None:
-            base = live.baseline
-            n = len(base.per_class)
-            if len(self.class_names) != n:
-                self.class_names = [str(i) for i in range(n)]
-            if self.renderer is not None:
-                self.renderer.class_names = self.class_names
-            task = live.evaluator.task
-            with self.fig.batch_update():
-                if n > 40:  # too many to label: hover still names each class
-                    self.fig.layout.xaxis4.update(showticklabels=False, title_text=f"class ({n})")
-                if task.per_class_label and task.per_class_label != "accuracy":
-                    self.fig.layout.yaxis4.update(title_text=f"{task.per_class_label} (%)")
-                    self.fig.layout.annotations[3].text = f"{task.per_class_label} per class"
-                self.fig.data[MainTraces.CLASS_NOW].x = self.class_names
-                self.fig.data[MainTraces.CLASS_BASE].x = self.class_names
-                self.fig.data[MainTraces.CLASS_BASE].y = (100 * np.nan_to_num(base.per_class)).astype(np.float32)
-            self.on_result(live.latest_final or base)
+        self._pending = live is not None and not live.baseline_ready
+        if self._pending:  # a big model: the unpruned model is measured first; set up when it is known
+            self.header.value = '<span class="pv-help">Measuring the unpruned model…</span>'
         else:
-            self.header.value = '<span class="pv-help">Per-class results need classification or detection data.</span>'
+            self._setup()
         super().__init__([self.header, self.gallery])
         self.add_class("pv-changes")
+
+    def _setup(self) -> None:
+        """Per-class axes and the unpruned bars from the baseline (or a note when there are no classes)."""
+        self._pending = False
+        live = self.ctx.live
+        if live is None or live.baseline.per_class is None:
+            self.header.value = '<span class="pv-help">Per-class results need classification or detection data.</span>'
+            return
+        base = live.baseline
+        n = len(base.per_class)
+        if len(self.class_names) != n:
+            self.class_names = [str(i) for i in range(n)]
+        if self.renderer is not None:
+            self.renderer.class_names = self.class_names
+        task = live.evaluator.task
+        with self.fig.batch_update():
+            if n > 40:  # too many to label: hover still names each class
+                self.fig.layout.xaxis4.update(showticklabels=False, title_text=f"class ({n})")
+            if task.per_class_label and task.per_class_label != "accuracy":
+                self.fig.layout.yaxis4.update(title_text=f"{task.per_class_label} (%)")
+                self.fig.layout.annotations[3].text = f"{task.per_class_label} per class"
+            self.fig.data[MainTraces.CLASS_NOW].x = self.class_names
+            self.fig.data[MainTraces.CLASS_BASE].x = self.class_names
+            self.fig.data[MainTraces.CLASS_BASE].y = (100 * np.nan_to_num(base.per_class)).astype(np.float32)
+        self.on_result(live.latest_final or base)
 
     def _renderer(self):
         ev = self.ctx.live.evaluator
@@ -103,6 +113,10 @@ class WhatChanged(widgets.VBox):
     def on_result(self, r: EvalResult) -> None:
         """A final result: update the per-class bars and the gallery."""
         live = self.ctx.live
+        if self._pending:
+            if live is not None and live.baseline_ready:
+                self._setup()  # shows the result the model is at now
+            return
         if live is None or r.per_class is None or not r.final:
             return
         with self.fig.batch_update():

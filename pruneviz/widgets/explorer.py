@@ -92,8 +92,10 @@ class Explorer(widgets.VBox):
                example_input: torch.Tensor | None, subset_size: int | None,
                live_options: dict[str, Any] | None) -> None:
         if data is not None:
-            opts = {"subset_size": subset_size, **(live_options or {})}
-            self.live = LiveEvaluator(session, data, **opts)
+            # a big model's first full forward takes seconds: the explorer opens first, the worker measures it
+            big = sum(t.numel for t in session.targets) >= PROGRESS_MIN
+            opts = {"subset_size": subset_size, "background_baseline": big, **(live_options or {})}
+            self.live = LiveEvaluator(session, data, start=False, **opts)  # started once the views listen
             self._unsubscribe.append(self.live.on_event(self._on_live))
             if example_input is None:
                 example_input = self.live.evaluator.example_input(1)
@@ -130,6 +132,8 @@ class Explorer(widgets.VBox):
                 self.status.set_busy("evaluation", True, "evaluating")
             self.ctx.snapshot()
             self._ready = True
+        if self.live is not None:
+            self.live.start()
 
     # ------------------------------------------------------------------ layout
     def _layout(self, s: PruningSession, title: str | None) -> list[widgets.Widget]:
