@@ -9,4 +9,5 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 .venv/bin/ruff check pruneviz tests benchmarks
-exec .venv/bin/python -m pytest "$@"
+# two workers (this machine has 2 cores): the browser tests stay together on one (tests/conftest.py)
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup --durations=15 "$@"

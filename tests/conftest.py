@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+
+BROWSER_TESTS = Path(__file__).parent / "ui"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist (``-n 2 --dist loadgroup``, scripts/test.sh): the real-browser tests run one after another
+    on one worker (one Chromium, servers on their own ports), everything else shares the other core's time."""
+    for item in items:
+        if BROWSER_TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 class TinyCNN(nn.Module):

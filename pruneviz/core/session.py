@@ -117,7 +117,8 @@ class PruningSession(MaskingMixin, RebaseMixin):
             if bn is not None and getattr(model.get_submodule(bn), "affine", False):
                 names += [f"{bn}.weight", f"{bn}.bias"]
             self._channel_tensors[t.name] = names
-        if engine == "order" or (engine == "auto" and sum(t.numel for t in self.targets) >= ORDER_ENGINE_MIN):
+        big_engine = engine == "order" or (engine == "auto" and sum(t.numel for t in self.targets) >= ORDER_ENGINE_MIN)
+        if big_engine and scope != "structured":  # structured scope ranks channels: no weight sort to load
             from .radix import warm_async
 
             warm_async()  # the big-model engine's compiled sorts load while the weights are copied
