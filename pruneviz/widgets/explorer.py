@@ -312,8 +312,10 @@ class _OpeningProgress:
             self.line.update(f"opening: {stage}" if stage else "opening", min(fraction, 0.99))
 
     def close(self) -> None:
+        # hidden, not closed: the cell's output still points at it, and a closed widget there shows as "Error
+        # displaying widget: model not found" above the explorer (seen in Voila)
         if self.line is not None:
-            self.line.close()
+            self.line.update("", 1.0)
             self.line = None
 
 
