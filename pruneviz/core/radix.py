@@ -90,15 +90,11 @@ def _keys(scores: np.ndarray, out: np.ndarray, hist: np.ndarray) -> None:
     _pack(np.ascontiguousarray(scores, dtype=np.float32).view(np.int32), out, hist)
 
 
-def order_f32(scores: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+def order_f32(scores: np.ndarray) -> np.ndarray:
     """Positions of the float32 ``scores`` (1-D, fewer than 2**32) in ascending order, ties by position (the
-    stable argsort), as uint32. ``scratch``: a uint32 buffer of at least ``3 * scores.size`` to sort in (reused
-    across calls, so a model's tensors do not each allocate their own)."""
+    stable argsort), as uint32."""
     n = scores.size
-    if scratch is None or scratch.size < 3 * n:
-        scratch = np.empty(3 * n, dtype=np.uint32)
-    keys, spare_keys, spare_vals = scratch[:n], scratch[n:2 * n], scratch[2 * n:3 * n]
-    out = np.empty(n, dtype=np.uint32)
+    keys, spare_keys, spare_vals, out = (np.empty(n, dtype=np.uint32) for _ in range(4))
     hist = np.zeros((4, 256), dtype=np.int64)
     _keys(scores, keys, hist)
     result = _sort(keys, out, spare_keys, spare_vals, hist, True)

@@ -117,8 +117,13 @@ class PruningSession(MaskingMixin, RebaseMixin):
             if bn is not None and getattr(model.get_submodule(bn), "affine", False):
                 names += [f"{bn}.weight", f"{bn}.bias"]
             self._channel_tensors[t.name] = names
-        big_engine = engine == "order" or (engine == "auto" and sum(t.numel for t in self.targets) >= ORDER_ENGINE_MIN)
-        if big_engine and scope != "structured":  # structured scope ranks channels: no weight sort to load
+        if engine not in ENGINES:
+            raise PrunevizError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}.")
+        prunable = sum(t.numel for t in self.targets)
+        # "rank": one int32 rank per weight, every move rewrites changed tensors (fastest up to ~40 M weights);
+        # "order": positions in pruning order, a move writes only the weights whose fate changed (big models)
+        self._engine = engine if engine != "auto" else ("order" if prunable >= ORDER_ENGINE_MIN else "rank")
+        if self._engine == "order" and scope != "structured":  # structured ranks channels: no weight sort
             from .radix import warm_async
 
             warm_async()  # the big-model engine's compiled sorts load while the weights are copied
@@ -127,12 +132,6 @@ class PruningSession(MaskingMixin, RebaseMixin):
             self._extra_params = {x: get_tensor(model, x) for xs in self._channel_tensors.values() for x in xs}
             self._extra_originals = {x: p.detach().clone() for x, p in self._extra_params.items()}
         self._mask_cache: dict[str, torch.Tensor] = {}
-        if engine not in ENGINES:
-            raise PrunevizError(f"engine={engine!r}: choose one of {', '.join(ENGINES)}.")
-        prunable = sum(t.numel for t in self.targets)
-        # "rank": one int32 rank per weight, every move rewrites changed tensors (fastest up to ~40 M weights);
-        # "order": positions in pruning order, a move writes only the weights whose fate changed (big models)
-        self._engine = engine if engine != "auto" else ("order" if prunable >= ORDER_ENGINE_MIN else "rank")
         #: ``progress(stage, fraction)``: called while a criterion or scope is ranked on a big model (seconds)
         self.progress: Callable[[str, float], None] | None = progress
         self._big = prunable >= PROGRESS_MIN
